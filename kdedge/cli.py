@@ -1,0 +1,157 @@
+"""The `kdedge` command. Each command parses, loads the recipe or run, and calls one stage.
+
+The environment is read here and nowhere else (KDEDGE_DATA); user errors become one line on stderr
+with exit code 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Callable, Optional
+
+import typer
+from rich.console import Console
+
+from kdedge.errors import KdedgeError
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
+                  help="Compress an image classifier for the edge, and prove it is still accurate, "
+                       "calibrated and fast.")
+recipe_app = typer.Typer(no_args_is_help=True, help="Check recipes and print their JSON schema.")
+app.add_typer(recipe_app, name="recipe")
+
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+ForceOpt = Annotated[bool, typer.Option("--force", help="Replace a run made by a different recipe, or restart it.")]
+DeviceOpt = Annotated[Optional[str], typer.Option("--device", help="auto | cpu | cuda (overrides the recipe).")]
+ThreadsOpt = Annotated[Optional[int], typer.Option("--threads", min=1, help="CPU threads for torch.")]
+
+
+def _fail(message: str, code: int = EXIT_USAGE) -> None:
+    print(f"kdedge: error: {message}", file=sys.stderr)
+    raise typer.Exit(code)
+
+
+def _user_errors(fn: Callable) -> Callable:
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except KdedgeError as exc:
+            _fail(exc.message, exc.exit_code)
+        except KeyboardInterrupt:
+            _fail("interrupted; the last finished epoch is checkpointed — rerun with --resume to continue",
+                  EXIT_INTERRUPTED)
+
+    return wrapper
+
+
+def _context(device: str | None, threads: int | None):
+    import torch
+
+    from kdedge.stages.context import StageContext
+
+    if threads:
+        torch.set_num_threads(threads)
+    data_env = os.environ.get("KDEDGE_DATA")
+    roots = tuple(Path(p) for p in data_env.split(os.pathsep) if p) if data_env else ()
+    return StageContext(console=Console(), data_roots=roots, device_override=device)
+
+
+@app.command()
+@_user_errors
+def train(
+    recipe_file: Annotated[Path, typer.Argument(help="YAML recipe (see recipes/).")],
+    resume: Annotated[bool, typer.Option("--resume", help="Continue from the last finished epoch.")] = False,
+    force: ForceOpt = False,
+    device: DeviceOpt = None,
+    threads: ThreadsOpt = None,
+) -> None:
+    """Train the recipe's teacher into <output_dir>/<name>/teacher/ (reused when already finished)."""
+    from kdedge.recipe import load_recipe
+    from kdedge.run import open_run
+    from kdedge.stages.teacher import train_teacher
+
+    recipe = load_recipe(recipe_file)
+    ctx = _context(device, threads)
+    planned = open_run(recipe, recipe_file, force=force)
+    summary = train_teacher(recipe, planned, ctx, resume=resume)
+    run = planned.run
+    ctx.print(f"[bold green]teacher done[/]: test accuracy {summary['test']['accuracy']:.4f}, "
+              f"NLL {summary['test']['nll']:.4f}, ECE {summary['test']['ece']:.4f} -> {run.root}")
+
+
+@app.command()
+@_user_errors
+def calibrate(
+    run_dir: Annotated[Path, typer.Argument(help="Run directory made by `kdedge train`.")],
+    device: DeviceOpt = None,
+    threads: ThreadsOpt = None,
+) -> None:
+    """Fit the teacher's temperature T* by NLL on the validation split; report ECE before and after."""
+    from kdedge.run import RunDir
+    from kdedge.stages.calibration import calibrate_teacher
+
+    ctx = _context(device, threads)
+    result = calibrate_teacher(RunDir(run_dir), ctx)
+    before, after = result["before"]["test"], result["after"]["test"]
+    ctx.print(f"[bold green]calibrated[/]: T* = {result['temperature']:.4f}; test ECE {before['ece']:.4f} -> "
+              f"{after['ece']:.4f}, NLL {before['nll']:.4f} -> {after['nll']:.4f}")
+
+
+@app.command()
+@_user_errors
+def show(run_dir: Annotated[Path, typer.Argument(help="Run directory.")]) -> None:
+    """Print a run's summary: data, stages, accuracy, calibration, timings."""
+    from kdedge.run import RunDir
+    from kdedge.summary import run_summary_table
+
+    Console().print(run_summary_table(RunDir(run_dir)))
+
+
+@app.command("list")
+@_user_errors
+def list_registered(
+    what: Annotated[str, typer.Argument(help="models | datasets")],
+) -> None:
+    """List the registered models or datasets."""
+    from kdedge.data import DATASETS
+    from kdedge.models import MODELS
+
+    registries = {"models": MODELS, "datasets": DATASETS}
+    if what not in registries:
+        raise KdedgeError(f"list: unknown kind {what!r}; allowed: {', '.join(registries)}")
+    for name in registries[what].names():
+        print(name)
+
+
+@recipe_app.command("check")
+@_user_errors
+def recipe_check(recipe_file: Annotated[Path, typer.Argument(help="YAML recipe.")]) -> None:
+    """Validate a recipe without running anything."""
+    from kdedge.recipe import load_recipe
+
+    recipe = load_recipe(recipe_file)
+    print(f"{recipe_file}: ok (run {recipe.output_dir / recipe.name}, hash {recipe.hash})")
+
+
+@recipe_app.command("schema")
+@_user_errors
+def recipe_schema() -> None:
+    """Print the recipe JSON schema (for editor completion and validation)."""
+    from kdedge.recipe import recipe_json_schema
+
+    print(json.dumps(recipe_json_schema(), indent=2))
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,271 @@
+"""Typed recipes: the one place where YAML strings become types.
+
+Everything is validated at load, before any work starts. A bad recipe gives one line naming the file,
+the field path (e.g. ``teacher.model.depth``) and what is allowed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import json
+import types
+import typing
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Callable, Literal, Optional
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
+
+from kdedge.errors import KdedgeError
+
+# Arguments the pipeline fills in itself; a recipe may not set them.
+_MODEL_AUTO_ARGS = frozenset({"in_channels", "num_classes", "image_size"})
+_DATASET_AUTO_ARGS = frozenset({"roots"})
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DataConfig(BaseModel):
+    """Which dataset, where it lives, and how the validation split is cut.
+
+    Keys other than the ones below are the dataset loader's own options (e.g. ``image_size`` for
+    ``image_folder``); they are checked against the loader's signature.
+    """
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    dataset: str = Field(description="registered dataset name (kdedge list datasets)")
+    root: Optional[Path] = Field(None, description="directory holding the dataset files")
+    val_fraction: float = Field(0.1, gt=0, lt=1, description="share of train held out for validation")
+    split_seed: int = Field(0, ge=0, description="seed of the stratified train/validation split")
+
+    @property
+    def options(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+
+class ModelSpec(BaseModel):
+    """A registered model name plus its keyword arguments (checked against its signature)."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    name: str = Field(description="registered model name (kdedge list models)")
+
+    @property
+    def kwargs(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+
+class OptimizerConfig(_Strict):
+    name: Literal["sgd", "adamw"] = "sgd"
+    lr: float = Field(0.1, gt=0, le=10)
+    momentum: float = Field(0.9, ge=0, lt=1, description="SGD momentum (ignored by adamw)")
+    nesterov: bool = True
+    weight_decay: float = Field(5e-4, ge=0, lt=1)
+
+
+class ScheduleConfig(_Strict):
+    name: Literal["cosine", "step", "constant"] = "cosine"
+    warmup_epochs: float = Field(0.0, ge=0, description="linear warm-up from lr/100, in epochs")
+    milestones: tuple[int, ...] = Field((), description="step schedule: epochs where lr *= gamma")
+    gamma: float = Field(0.1, gt=0, le=1)
+
+
+class TrainConfig(_Strict):
+    epochs: int = Field(ge=1, le=10_000)
+    batch_size: int = Field(128, ge=1, le=65_536)
+    eval_batch_size: int = Field(1000, ge=1, le=65_536)
+    optimizer: OptimizerConfig = OptimizerConfig()
+    schedule: ScheduleConfig = ScheduleConfig()
+    label_smoothing: float = Field(0.0, ge=0, lt=1)
+    augment: bool = Field(True, description="random crop (+ flip where the dataset allows it)")
+    crop_padding: int = Field(2, ge=0, le=16)
+    channels_last: bool = Field(True, description="NHWC memory format for conv nets (faster on CPU)")
+
+
+class RoleConfig(_Strict):
+    """A model to be trained: its architecture and its training budget."""
+
+    model: ModelSpec
+    train: TrainConfig
+
+
+class Recipe(_Strict):
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=100,
+                      description="run name: outputs go to <output_dir>/<name>")
+    seed: int = Field(0, ge=0, le=2**31 - 1)
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    output_dir: Path = Path("runs")
+    data: DataConfig
+    teacher: RoleConfig
+    student: Optional[RoleConfig] = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+    @property
+    def hash(self) -> str:
+        """Hash of the validated content: formatting, comments and key order do not change it."""
+        canonical = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+# --------------------------------------------------------------------------------------------- loading
+
+
+def load_recipe(path: str | Path) -> Recipe:
+    path = Path(path)
+    if not path.is_file():
+        raise KdedgeError(f"{path}: recipe file not found; give the path of a YAML recipe (see recipes/)")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise KdedgeError(f"{path}:{where}: not valid YAML ({problem}); fix the syntax") from None
+    except UnicodeDecodeError:
+        raise KdedgeError(f"{path}: not a UTF-8 text file; give a YAML recipe") from None
+    return recipe_from_dict(raw, source=str(path), base_dir=path.parent)
+
+
+def recipe_from_dict(raw: Any, *, source: str = "<recipe>", base_dir: Path | None = None) -> Recipe:
+    if not isinstance(raw, dict):
+        raise KdedgeError(f"{source}: a recipe must be a YAML mapping (name:, data:, teacher:, ...), "
+                          f"got {type(raw).__name__}")
+    try:
+        recipe = Recipe.model_validate(raw)
+    except ValidationError as exc:
+        raise KdedgeError(f"{source}: {_describe(exc)}") from None
+    _check_registered(recipe, source)
+    if recipe.data.root is not None and base_dir is not None and not recipe.data.root.is_absolute():
+        # A relative data root is relative to the recipe file, so a recipe works from any cwd.
+        recipe = recipe.model_copy(update={"data": recipe.data.model_copy(
+            update={"root": (base_dir / recipe.data.root).resolve()})})
+    if recipe.data.root is not None and not recipe.data.root.is_dir():
+        raise KdedgeError(f"{source}: data.root: directory {recipe.data.root} does not exist; "
+                          f"create it and put the {recipe.data.dataset} files there, or remove data.root")
+    return recipe
+
+
+def _describe(exc: ValidationError) -> str:
+    """One line for the first error: field path, problem, allowed values."""
+    errors = exc.errors()
+    err = errors[0]
+    loc = [str(p) for p in err["loc"]]
+    field = _dotted(err["loc"])
+    if err["type"] == "extra_forbidden":
+        allowed = _allowed_keys(Recipe, err["loc"][:-1])
+        msg = f"{field}: unknown key; allowed keys here: {', '.join(allowed)}"
+    elif err["type"] == "missing":
+        msg = f"{field}: required field is missing"
+    else:
+        msg = f"{field}: {err['msg']} (got {err.get('input')!r})" if loc else err["msg"]
+    more = len(errors) - 1
+    return msg + (f" (and {more} more problem{'s' if more > 1 else ''})" if more else "")
+
+
+def _dotted(loc: tuple) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "<root>"
+
+
+def _allowed_keys(model: type[BaseModel], loc: tuple) -> list[str]:
+    current: Any = model
+    for part in loc:
+        if not (isinstance(current, type) and issubclass(current, BaseModel)) or part not in current.model_fields:
+            return []
+        current = _unwrap_optional(current.model_fields[part].annotation)
+    if isinstance(current, type) and issubclass(current, BaseModel):
+        return list(current.model_fields)
+    return []
+
+
+def _unwrap_optional(annotation: Any) -> Any:
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(annotation) if a is not type(None)]
+        if len(args) == 1:
+            return args[0]
+    return annotation
+
+
+# ------------------------------------------------------------------------------- registry-backed specs
+
+
+def _check_registered(recipe: Recipe, source: str) -> None:
+    from kdedge.data import DATASETS
+    from kdedge.models import MODELS
+
+    _check_options(DATASETS, recipe.data.dataset, recipe.data.options, _DATASET_AUTO_ARGS,
+                   "data", "dataset", source)
+    roles = [("teacher", recipe.teacher)] + ([("student", recipe.student)] if recipe.student else [])
+    for role, cfg in roles:
+        kwargs = _check_options(MODELS, cfg.model.name, cfg.model.kwargs, _MODEL_AUTO_ARGS,
+                                f"{role}.model", "name", source)
+        _check_model_values(cfg.model.name, kwargs, f"{role}.model", source)
+
+
+def _check_options(registry, name: str, options: dict, auto: frozenset, path: str, name_key: str,
+                   source: str) -> dict[str, Any]:
+    if name not in registry:
+        raise KdedgeError(f"{source}: {path}.{name_key}: unknown {registry.kind} {name!r}; "
+                          f"available: {', '.join(registry.names())}")
+    schema = _options_schema(registry.get(name), auto)
+    try:
+        return schema.model_validate(options).model_dump()
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        field = f"{path}.{_dotted(err['loc'])}"
+        if err["type"] == "extra_forbidden":
+            allowed = [k for k in schema.model_fields] or ["(none)"]
+            raise KdedgeError(f"{source}: {field}: unknown option for {registry.kind} {name!r}; "
+                              f"allowed: {', '.join(allowed)}") from None
+        raise KdedgeError(f"{source}: {field}: {err['msg']} (got {err.get('input')!r})") from None
+
+
+@lru_cache(maxsize=None)
+def _options_schema(fn: Callable, auto: frozenset) -> type[BaseModel]:
+    """A pydantic model of a registered function's keyword options, from its typed signature."""
+    hints = typing.get_type_hints(fn)
+    fields: dict[str, Any] = {}
+    for param in inspect.signature(fn).parameters.values():
+        if param.name in auto or param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
+            continue
+        default = ... if param.default is param.empty else param.default
+        fields[param.name] = (hints.get(param.name, Any), default)
+    return create_model(f"{fn.__name__}_options", __config__=ConfigDict(extra="forbid", strict=True), **fields)
+
+
+def _check_model_values(name: str, kwargs: dict[str, Any], path: str, source: str) -> None:
+    """Build the model on the meta device (no memory, no compute) so value errors surface at load."""
+    import torch
+
+    from kdedge.models import build_model
+    from kdedge.models.base import ModelConfigError
+
+    try:
+        with torch.device("meta"):
+            build_model(name, in_channels=3, num_classes=10, image_size=32, **kwargs)
+    except ModelConfigError as exc:
+        raise KdedgeError(f"{source}: {path}.{exc.field}: {exc}") from None
+
+
+# ------------------------------------------------------------------------------------- JSON schema
+
+
+def recipe_json_schema() -> dict[str, Any]:
+    """JSON schema for editors, with the registered model and dataset names as enums."""
+    from kdedge.data import DATASETS
+    from kdedge.models import MODELS
+
+    schema = Recipe.model_json_schema()
+    defs = schema.get("$defs", {})
+    defs["ModelSpec"]["properties"]["name"]["enum"] = MODELS.names()
+    defs["DataConfig"]["properties"]["dataset"]["enum"] = DATASETS.names()
+    return schema

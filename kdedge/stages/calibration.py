@@ -1,0 +1,57 @@
+"""Stage: temperature scaling of the teacher, fitted on the validation split only."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from kdedge.calibrate import apply_temperature, calibrate
+from kdedge.errors import KdedgeError
+from kdedge.io import write_json
+from kdedge.metrics import calibration_bins
+from kdedge.modelfile import load_model
+from kdedge.plots import reliability_diagram
+from kdedge.run import RunDir
+from kdedge.stages.context import StageContext
+from kdedge.stages.data import prepare_data
+from kdedge.stages.teacher import MODEL_FILE, STAGE as TEACHER
+from kdedge.train.evaluate import predict_logits
+
+CALIBRATION_FILE = "calibration.json"
+RELIABILITY_FILE = "reliability.png"
+N_BINS = 10
+
+
+def calibrate_teacher(run: RunDir, ctx: StageContext) -> dict[str, Any]:
+    recipe = run.recipe()
+    record = run.stage_record(TEACHER)
+    model_path = run.stage_dir(TEACHER) / MODEL_FILE
+    if not record or record.get("status") != "complete":
+        raise KdedgeError(f"{run.root}: the teacher is not trained yet; run `kdedge train` on its recipe first")
+    model, _ = load_model(model_path, fix=f"retrain the teacher with `kdedge train RECIPE --force`")
+    device = ctx.device(recipe.device)
+    model.to(device)
+    data = prepare_data(recipe, ctx.data_roots)
+    batch = recipe.teacher.train.eval_batch_size
+    val = data.training.val
+    test = data.training.test
+    val_logits = predict_logits(model, val, data.training.stats, batch_size=batch, device=device)
+    test_logits = predict_logits(model, test, data.training.stats, batch_size=batch, device=device)
+
+    result = calibrate(val_logits, val.labels, test_logits, test.labels, n_bins=N_BINS)
+    t = result.temperature
+    bins = {
+        "before": calibration_bins(test_logits.softmax(1), test.labels, N_BINS),
+        "after": calibration_bins(apply_temperature(test_logits, t).softmax(1), test.labels, N_BINS),
+    }
+    out_dir = run.stage_dir(TEACHER)
+    payload = {"temperature": t, "fitted_on": "val", "n_val": len(val), "n_test": len(test), "n_bins": N_BINS,
+               "before": result.before, "after": result.after,
+               "test_bins": {k: v.to_dict() for k, v in bins.items()}}
+    reliability_diagram({"teacher (T=1)": bins["before"], f"teacher (T*={t:.3f})": bins["after"]},
+                        out_dir / RELIABILITY_FILE, title=f"Teacher reliability on test — {recipe.name}")
+    write_json(out_dir / CALIBRATION_FILE, payload)
+    run.update_manifest(temperatures={"teacher": t},
+                        stages={"calibration": {"status": "complete", "temperature": t,
+                                                "test_ece_before": result.before["test"]["ece"],
+                                                "test_ece_after": result.after["test"]["ece"]}})
+    return payload

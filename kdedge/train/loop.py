@@ -1,0 +1,195 @@
+"""THE training loop, used by every stage (teacher, student, baseline).
+
+Determinism: each epoch draws its shuffle order, augmentation and dropout masks from seeds derived
+from (seed, epoch), and the learning rate is a pure function of the step. A checkpoint after each
+epoch therefore holds everything needed to continue: resuming after epoch k gives bitwise the same
+weights as an uninterrupted run (same device, same thread count).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+import torch.nn.functional as F
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from torch import nn
+
+from kdedge.data import ImageData
+from kdedge.recipe import TrainConfig
+from kdedge.train.batches import AugmentSpec, InputStats, prepare_batch
+from kdedge.train.checkpoint import load_checkpoint, save_checkpoint
+from kdedge.train.evaluate import predict_logits
+from kdedge.train.schedule import learning_rate
+from kdedge.train.steps import StepFn
+
+CHECKPOINT_NAME = "checkpoint.pt"
+_PROGRESS_EVERY = 10  # batches between progress refreshes (each one syncs the device)
+
+
+@dataclass(frozen=True)
+class TrainingData:
+    train: ImageData
+    val: ImageData
+    test: ImageData
+    stats: InputStats
+    hflip_ok: bool
+
+
+@dataclass
+class FitResult:
+    history: list[dict[str, Any]] = field(default_factory=list)
+    resumed_from_epoch: int = 0
+
+    @property
+    def final(self) -> dict[str, Any]:
+        return self.history[-1] if self.history else {}
+
+    @property
+    def train_time_s(self) -> float:
+        return sum(h["epoch_time_s"] for h in self.history)
+
+
+def epoch_seed(seed: int, epoch: int, stream: int) -> int:
+    """Independent, reproducible seeds per (run seed, epoch, purpose)."""
+    return (seed * 1_000_003 + epoch * 7_919 + stream * 104_729) % (2**63 - 1)
+
+
+def uses_conv(model: nn.Module) -> bool:
+    return any(isinstance(m, nn.Conv2d) for m in model.modules())
+
+
+def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    opt = cfg.optimizer
+    # No weight decay on biases and norm parameters: the usual practice, and it helps small nets.
+    decay = [p for p in model.parameters() if p.requires_grad and p.ndim > 1]
+    no_decay = [p for p in model.parameters() if p.requires_grad and p.ndim <= 1]
+    groups = [{"params": decay, "weight_decay": opt.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    if opt.name == "sgd":
+        return torch.optim.SGD(groups, lr=opt.lr, momentum=opt.momentum, nesterov=opt.nesterov and opt.momentum > 0)
+    return torch.optim.AdamW(groups, lr=opt.lr)
+
+
+def fit(model: nn.Module, step: StepFn, *, data: TrainingData, cfg: TrainConfig, seed: int,
+        device: torch.device, out_dir: Path, fingerprint: str, resume: bool = False,
+        console: Console | None = None, label: str = "train",
+        extra_params: list[nn.Parameter] | None = None,
+        on_epoch: Callable[[dict[str, Any]], None] | None = None) -> FitResult:
+    """Train `model` with `step` for cfg.epochs, checkpointing each epoch into out_dir.
+
+    `fingerprint` ties checkpoints to one configuration, so a resume never mixes two.
+    """
+    channels_last = cfg.channels_last and uses_conv(model)
+    model.to(device)
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
+    optimizer = make_optimizer(model, cfg)
+    if extra_params:
+        optimizer.add_param_group({"params": extra_params, "weight_decay": cfg.optimizer.weight_decay})
+
+    result = FitResult()
+    start_epoch = 0
+    ckpt_path = out_dir / CHECKPOINT_NAME
+    if resume and ckpt_path.exists():
+        state = load_checkpoint(ckpt_path, fingerprint=fingerprint)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        result.history = list(state["history"])
+        start_epoch = result.resumed_from_epoch = int(state["epoch"])
+        if console:
+            console.print(f"[cyan]{label}[/]: resuming after epoch {start_epoch}/{cfg.epochs}")
+
+    n = len(data.train)
+    steps_per_epoch = (n + cfg.batch_size - 1) // cfg.batch_size
+    mean, std = data.stats.tensors(device)
+    augmentation = AugmentSpec(cfg.crop_padding, data.hflip_ok) if cfg.augment else None
+
+    progress = _progress(console)
+    with progress:
+        task = progress.add_task(label, total=steps_per_epoch, epoch="", stats="")
+        for epoch in range(start_epoch, cfg.epochs):
+            progress.reset(task, total=steps_per_epoch, epoch=f"{epoch + 1}/{cfg.epochs}", stats="")
+            record = _train_epoch(
+                model, step, optimizer, data.train, mean, std, cfg=cfg, epoch=epoch, seed=seed,
+                steps_per_epoch=steps_per_epoch, augmentation=augmentation, channels_last=channels_last,
+                progress=progress, task=task)
+            record.update(_evaluate(model, data, cfg, device, channels_last))
+            result.history.append(record)
+            save_checkpoint(ckpt_path, {
+                "epoch": epoch + 1, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                "history": result.history, "fingerprint": fingerprint})
+            if console:
+                console.print(_epoch_line(label, record, cfg.epochs))
+            if on_epoch:
+                on_epoch(record)
+    model.eval()
+    return result
+
+
+def _train_epoch(model, step, optimizer, train: ImageData, mean, std, *, cfg: TrainConfig, epoch: int,
+                 seed: int, steps_per_epoch: int, augmentation, channels_last: bool, progress, task) -> dict:
+    model.train()
+    order_gen = torch.Generator().manual_seed(epoch_seed(seed, epoch, 0))
+    aug_gen = torch.Generator().manual_seed(epoch_seed(seed, epoch, 1))
+    torch.manual_seed(epoch_seed(seed, epoch, 2))  # dropout masks (global RNG, all devices)
+    perm = torch.randperm(len(train), generator=order_gen)
+    device = mean.device
+    loss_sum = torch.zeros((), device=device, dtype=torch.float64)
+    correct = torch.zeros((), device=device, dtype=torch.int64)
+    seen = 0
+    t0 = time.perf_counter()
+    lr = 0.0
+    for i in range(steps_per_epoch):
+        idx = perm[i * cfg.batch_size:(i + 1) * cfg.batch_size]
+        x = prepare_batch(train.images[idx], mean, std, augmentation=augmentation, generator=aug_gen,
+                          channels_last=channels_last)
+        y = train.labels[idx].to(device, non_blocking=True)
+        lr = learning_rate(epoch * steps_per_epoch + i, steps_per_epoch, cfg.epochs, cfg.optimizer, cfg.schedule)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        loss, logits = step(x, y, idx)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        with torch.no_grad():
+            loss_sum += loss.detach().double() * len(idx)
+            correct += (logits.argmax(1) == y).sum()
+        seen += len(idx)
+        if (i + 1) % _PROGRESS_EVERY == 0 or i + 1 == steps_per_epoch:
+            rate = seen / max(time.perf_counter() - t0, 1e-9)
+            progress.update(task, completed=i + 1,
+                            stats=f"loss {loss_sum.item() / seen:.4f}  acc {correct.item() / seen:.4f}  {rate:,.0f} img/s")
+    elapsed = time.perf_counter() - t0
+    return {"epoch": epoch + 1, "lr": lr, "train_loss": loss_sum.item() / seen,
+            "train_accuracy": correct.item() / seen, "epoch_time_s": elapsed,
+            "train_images_per_s": seen / elapsed}
+
+
+def _evaluate(model, data: TrainingData, cfg: TrainConfig, device, channels_last: bool) -> dict:
+    t0 = time.perf_counter()
+    out: dict[str, float] = {}
+    for split, part in (("val", data.val), ("test", data.test)):
+        logits = predict_logits(model, part, data.stats, batch_size=cfg.eval_batch_size, device=device,
+                                channels_last=channels_last)
+        labels = part.labels
+        out[f"{split}_accuracy"] = (logits.argmax(1) == labels).double().mean().item()
+        out[f"{split}_nll"] = F.cross_entropy(logits.double(), labels).item()
+    out["eval_time_s"] = time.perf_counter() - t0
+    return out
+
+
+def _progress(console: Console | None) -> Progress:
+    return Progress(
+        TextColumn("[bold cyan]{task.description}[/] epoch {task.fields[epoch]}"),
+        BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[stats]}"), TimeRemainingColumn(),
+        console=console, transient=True, disable=console is None)
+
+
+def _epoch_line(label: str, r: dict, epochs: int) -> str:
+    return (f"[cyan]{label}[/] epoch {r['epoch']:>3}/{epochs}  loss {r['train_loss']:.4f}  "
+            f"train {r['train_accuracy']:.4f}  val {r['val_accuracy']:.4f}  test {r['test_accuracy']:.4f}  "
+            f"{r['train_images_per_s']:,.0f} img/s  {r['epoch_time_s']:.1f}s")
