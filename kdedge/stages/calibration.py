@@ -53,5 +53,7 @@ def calibrate_teacher(run: RunDir, ctx: StageContext) -> dict[str, Any]:
     run.update_manifest(temperatures={"teacher": t},
                         stages={"calibration": {"status": "complete", "temperature": t,
                                                 "test_ece_before": result.before["test"]["ece"],
-                                                "test_ece_after": result.after["test"]["ece"]}})
+                                                "test_ece_after": result.after["test"]["ece"],
+                                                "test_nll_before": result.before["test"]["nll"],
+                                                "test_nll_after": result.after["test"]["nll"]}})
     return payload

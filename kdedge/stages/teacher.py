@@ -17,7 +17,7 @@ from kdedge.stages.context import StageContext
 from kdedge.stages.data import PreparedData, prepare_data
 from kdedge.train import fit, supervised_step
 from kdedge.train.evaluate import predict_logits
-from kdedge.train.loop import CHECKPOINT_NAME
+from kdedge.train.loop import CHECKPOINT_NAME, read_resume_state
 
 STAGE = "teacher"
 MODEL_FILE = "model.pt"
@@ -36,6 +36,8 @@ def train_teacher(recipe: Recipe, planned: PlannedRun, ctx: StageContext, *,
         raise KdedgeError(f"{out_dir / CHECKPOINT_NAME}: an unfinished teacher training is there; "
                           "pass --resume to continue it or --force to start the run afresh")
 
+    fingerprint = f"{recipe.hash}:{STAGE}"
+    resume_state = read_resume_state(out_dir, fingerprint) if resume and planned.exists else None
     device = ctx.device(recipe.device)
     data = prepare_data(recipe, ctx.data_roots)
     run = planned.create()  # only now: a data error leaves nothing behind
@@ -53,7 +55,7 @@ def train_teacher(recipe: Recipe, planned: PlannedRun, ctx: StageContext, *,
     t0 = time.perf_counter()
     result = fit(model, supervised_step(model, label_smoothing=cfg.label_smoothing), data=data.training,
                  cfg=cfg, seed=recipe.seed, device=device, out_dir=out_dir,
-                 fingerprint=f"{recipe.hash}:{STAGE}", resume=resume, console=ctx.console, label=STAGE)
+                 fingerprint=fingerprint, resume_state=resume_state, console=ctx.console, label=STAGE)
     wall = time.perf_counter() - t0
 
     summary = {"status": "complete", "model": spec.name, "parameters": _param_count(model),

@@ -54,6 +54,12 @@ class FitResult:
         return sum(h["epoch_time_s"] for h in self.history)
 
 
+def read_resume_state(out_dir: Path, fingerprint: str) -> dict[str, Any] | None:
+    """The checkpoint to resume from, or None when there is none yet."""
+    path = out_dir / CHECKPOINT_NAME
+    return load_checkpoint(path, fingerprint=fingerprint) if path.exists() else None
+
+
 def epoch_seed(seed: int, epoch: int, stream: int) -> int:
     """Independent, reproducible seeds per (run seed, epoch, purpose)."""
     return (seed * 1_000_003 + epoch * 7_919 + stream * 104_729) % (2**63 - 1)
@@ -75,13 +81,15 @@ def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
 
 
 def fit(model: nn.Module, step: StepFn, *, data: TrainingData, cfg: TrainConfig, seed: int,
-        device: torch.device, out_dir: Path, fingerprint: str, resume: bool = False,
+        device: torch.device, out_dir: Path, fingerprint: str, resume_state: dict[str, Any] | None = None,
         console: Console | None = None, label: str = "train",
         extra_params: list[nn.Parameter] | None = None,
         on_epoch: Callable[[dict[str, Any]], None] | None = None) -> FitResult:
     """Train `model` with `step` for cfg.epochs, checkpointing each epoch into out_dir.
 
     `fingerprint` ties checkpoints to one configuration, so a resume never mixes two.
+    `resume_state` is a checkpoint already read by `read_resume_state` (read before the caller writes
+    anything, so a corrupt checkpoint fails cleanly).
     """
     channels_last = cfg.channels_last and uses_conv(model)
     model.to(device)
@@ -94,8 +102,8 @@ def fit(model: nn.Module, step: StepFn, *, data: TrainingData, cfg: TrainConfig,
     result = FitResult()
     start_epoch = 0
     ckpt_path = out_dir / CHECKPOINT_NAME
-    if resume and ckpt_path.exists():
-        state = load_checkpoint(ckpt_path, fingerprint=fingerprint)
+    if resume_state is not None:
+        state = resume_state
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         result.history = list(state["history"])

@@ -1,0 +1,177 @@
+"""The bad-input corpus: every case gets one line on stderr naming the file and the field or thing at
+fault, exit code 2, no traceback, and leaves the directory exactly as it was."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import pytest
+import yaml
+
+from tests.conftest import TINY_RECIPE, deep_update
+
+
+@dataclass
+class Case:
+    id: str
+    # builds the inputs in tmp_path and returns the CLI arguments
+    setup: Callable[[Path, Callable], list[str]]
+    expect: tuple[str, ...]  # substrings the one-line error must contain
+
+
+def _recipe(overrides=None, *, raw=None):
+    def setup(tmp: Path, make) -> list[str]:
+        return ["train", str(make(overrides, raw=raw))]
+    return setup
+
+
+def _trained(then: Callable[[Path, Path], list[str]], overrides=None):
+    """Train the tiny recipe first, then build the failing call from (tmp, recipe path)."""
+    def setup(tmp: Path, make) -> list[str]:
+        path = make(overrides)
+        _run_ok(["train", str(path)])
+        return then(tmp, path)
+    return setup
+
+
+def _run_ok(args: list[str]) -> None:
+    from typer.testing import CliRunner
+
+    from kdedge.cli import app
+
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.stderr
+
+
+def _corrupt_idx(tmp: Path, make) -> list[str]:
+    root = tmp / "fmnist"
+    root.mkdir()
+    for name in ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte",
+                 "t10k-labels-idx1-ubyte"):
+        (root / name).write_bytes(b"\x00\x00\x08\x03garbage that is not an idx payload")
+    return ["train", str(make({"data": {"dataset": "fashion_mnist", "root": str(root)}}))]
+
+
+def _truncate(path: Path) -> None:
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+
+
+def _truncated_checkpoint(tmp: Path, path: Path) -> list[str]:
+    ckpt = tmp / "runs" / "tiny" / "teacher" / "checkpoint.pt"
+    _truncate(ckpt)
+    (tmp / "runs" / "tiny" / "teacher" / "model.pt").unlink()  # as if killed before the end
+    _drop_teacher_record(tmp)
+    return ["train", str(path), "--resume"]
+
+
+def _drop_teacher_record(tmp: Path) -> None:
+    import json
+
+    manifest = tmp / "runs" / "tiny" / "manifest.json"
+    data = json.loads(manifest.read_text())
+    data["stages"].pop("teacher")
+    manifest.write_text(json.dumps(data))
+
+
+def _unfinished_without_resume(tmp: Path, path: Path) -> list[str]:
+    (tmp / "runs" / "tiny" / "teacher" / "model.pt").unlink()
+    _drop_teacher_record(tmp)
+    return ["train", str(path)]
+
+
+def _other_recipe(tmp: Path, path: Path) -> list[str]:
+    other = tmp / "other.yaml"
+    other.write_text(yaml.safe_dump(deep_update(yaml.safe_load(path.read_text()),
+                                                {"teacher": {"train": {"epochs": 4}}})))
+    return ["train", str(other)]
+
+
+def _corrupt_model_for_calibrate(tmp: Path, path: Path) -> list[str]:
+    _truncate(tmp / "runs" / "tiny" / "teacher" / "model.pt")
+    return ["calibrate", str(tmp / "runs" / "tiny")]
+
+
+def _corrupt_manifest(tmp: Path, path: Path) -> list[str]:
+    (tmp / "runs" / "tiny" / "manifest.json").write_text("{not json")
+    return ["calibrate", str(tmp / "runs" / "tiny")]
+
+
+CASES = [
+    Case("unknown-top-level-key", _recipe({"epochs": 3}), ("recipe.yaml", "epochs: unknown key", "allowed keys here")),
+    Case("unknown-nested-key", _recipe({"teacher": {"train": {"epoch": 3}}}),
+         ("teacher.train.epoch: unknown key", "epochs")),
+    Case("wrong-type", _recipe({"teacher": {"train": {"epochs": "ten"}}}), ("teacher.train.epochs", "integer")),
+    Case("negative-epochs", _recipe({"teacher": {"train": {"epochs": -1}}}), ("teacher.train.epochs", "greater than")),
+    Case("zero-batch", _recipe({"teacher": {"train": {"batch_size": 0}}}), ("teacher.train.batch_size",)),
+    Case("unknown-model", _recipe({"teacher": {"model": {"name": "resnet21"}}}),
+         ("teacher.model.name: unknown model 'resnet21'", "resnet20")),
+    Case("unknown-model-option", _recipe({"teacher": {"model": {"widths": [8], "depth": 3}}}),
+         ("teacher.model.depth: unknown option", "allowed: widths, dropout")),
+    Case("bad-model-value", _recipe({"teacher": {"model": {"dropout": 1.5}}}), ("teacher.model.dropout",)),
+    Case("unknown-dataset", _recipe({"data": {"dataset": "imagenet"}}), ("data.dataset: unknown dataset", "digits")),
+    Case("missing-data-root", _recipe({"data": {"root": "/nonexistent/kdedge-data"}}),
+         ("data.root", "/nonexistent/kdedge-data", "does not exist")),
+    Case("val-fraction-out-of-range", _recipe({"data": {"val_fraction": 1.5}}), ("data.val_fraction", "less than 1")),
+    Case("unknown-optimizer", _recipe({"teacher": {"train": {"optimizer": {"name": "adam"}}}}),
+         ("teacher.train.optimizer.name", "'sgd' or 'adamw'")),
+    Case("bad-device", _recipe({"device": "tpu"}), ("device", "'auto', 'cpu' or 'cuda'")),
+    Case("bad-run-name", _recipe({"name": "../escape"}), ("name", "pattern")),
+    Case("invalid-yaml", _recipe(raw="name: [unclosed\n"), ("recipe.yaml", "not valid YAML")),
+    Case("not-a-mapping", _recipe(raw="- just\n- a list\n"), ("recipe.yaml", "must be a YAML mapping")),
+    Case("missing-teacher", _recipe(raw="name: x\ndata: {dataset: digits}\n"), ("teacher: required field",)),
+    Case("recipe-not-found", lambda tmp, make: ["train", str(tmp / "nope.yaml")], ("nope.yaml", "not found")),
+    Case("corrupt-idx-file", _corrupt_idx, ("train-images-idx3-ubyte",)),
+    Case("truncated-checkpoint", _trained(_truncated_checkpoint), ("checkpoint.pt", "corrupt or truncated", "--force")),
+    Case("unfinished-without-resume", _trained(_unfinished_without_resume), ("checkpoint.pt", "--resume")),
+    Case("run-from-another-recipe", _trained(_other_recipe), ("runs/tiny", "different recipe", "--force")),
+    Case("calibrate-not-a-run", lambda tmp, make: ["calibrate", str(tmp)], ("not a kdedge run directory",)),
+    Case("calibrate-corrupt-model", _trained(_corrupt_model_for_calibrate), ("model.pt", "corrupt or truncated")),
+    Case("corrupt-manifest", _trained(_corrupt_manifest), ("manifest.json", "corrupt manifest")),
+    Case("cuda-without-gpu", lambda tmp, make: ["train", str(make()), "--device", "cuda"], ("cuda", "--device cpu")),
+]
+
+
+def _snapshot(root: Path) -> dict[str, tuple[int, int]]:
+    return {str(p.relative_to(root)): (p.stat().st_size, p.stat().st_mtime_ns)
+            for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: c.id)
+def test_bad_input_gets_one_line_exit_2_and_writes_nothing(case: Case, tmp_path: Path, make_recipe, cli):
+    if case.id == "cuda-without-gpu":
+        import torch
+
+        if torch.cuda.is_available():
+            pytest.skip("a CUDA GPU is present, so --device cuda is valid here")
+    args = case.setup(tmp_path, make_recipe)
+    before = _snapshot(tmp_path)
+    result = cli(*args)
+    assert result.exit_code == 2, (result.exit_code, result.stdout, result.stderr, result.exception)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("kdedge: error: "), result.stderr
+    for needle in case.expect:
+        assert needle in lines[0], f"{needle!r} not in {lines[0]!r}"
+    assert "Traceback" not in result.stdout + result.stderr
+    assert _snapshot(tmp_path) == before, "a failing command wrote or changed files"
+
+
+def test_corpus_is_large_enough():
+    assert len(CASES) >= 15
+
+
+def test_real_console_script_prints_one_line_and_exits_2(tmp_path: Path):
+    """Through the installed entry point in a fresh process, not the in-process runner."""
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump(deep_update(TINY_RECIPE, {"teacher": {"train": {"epochs": -3}}})))
+    exe = Path(sys.executable).with_name("kdedge")
+    proc = subprocess.run([str(exe), "train", str(bad)], capture_output=True, text=True, cwd=tmp_path,
+                          env={**os.environ, "COLUMNS": "60"}, timeout=120)
+    assert proc.returncode == 2
+    assert proc.stderr.count("\n") == 1 and "teacher.train.epochs" in proc.stderr
+    assert "Traceback" not in proc.stderr and not (tmp_path / "runs").exists()
