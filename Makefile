@@ -4,10 +4,10 @@
 PYTHON      ?= python3
 VENV        ?= .venv
 # torch is pinned here, not in pyproject: a bare `torch` requirement pulls a multi-GB CUDA build.
-# Elsewhere pick your build, e.g. TORCH_INDEX=https://download.pytorch.org/whl/cpu (CPU only)
-# or https://download.pytorch.org/whl/cu126 (CUDA).
+# The default index is PyTorch's CPU-only one; for CUDA use e.g.
+# TORCH_INDEX=https://download.pytorch.org/whl/cu126, or TORCH_INDEX= for PyPI's default build.
 TORCH       ?= torch==2.13.0
-TORCH_INDEX ?=
+TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
 FMNIST_DIR  ?= /usr/share/datasets/fashion-mnist
 
 BIN   := $(VENV)/bin

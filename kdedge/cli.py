@@ -150,7 +150,22 @@ def recipe_schema() -> None:
 
 
 def main() -> None:
-    app()
+    try:
+        # standalone_mode=False: usage errors come back to us and print as one line, like all errors
+        code = app(standalone_mode=False)
+    except typer.Abort:
+        sys.exit(EXIT_INTERRUPTED)
+    except Exception as exc:
+        # click's UsageError family (vendored by newer typer): duck-typed to avoid private imports
+        if not (hasattr(exc, "format_message") and isinstance(getattr(exc, "exit_code", None), int)):
+            raise
+        message = " ".join(exc.format_message().split())
+        if message:  # empty when the help was shown because no arguments were given
+            print(f"kdedge: error: {message} (see kdedge --help)", file=sys.stderr)
+        sys.exit(exc.exit_code)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":

@@ -7,26 +7,22 @@ the field path (e.g. ``teacher.model.depth``) and what is allowed.
 from __future__ import annotations
 
 import hashlib
-import inspect
 import json
+import re
 import types
 import typing
-from functools import lru_cache
 from pathlib import Path
-from typing import Any, Callable, Literal, Optional
+from typing import Any, Literal, Optional
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from kdedge.errors import KdedgeError
-
-# Arguments the pipeline fills in itself; a recipe may not set them.
-_MODEL_AUTO_ARGS = frozenset({"in_channels", "num_classes", "image_size"})
-_DATASET_AUTO_ARGS = frozenset({"roots"})
-
+from kdedge.options import options_schema
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # strict: "5" is not an int and 1 is not a bool; YAML already gives real types
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
 
 class DataConfig(BaseModel):
@@ -36,10 +32,10 @@ class DataConfig(BaseModel):
     ``image_folder``); they are checked against the loader's signature.
     """
 
-    model_config = ConfigDict(extra="allow", frozen=True)
+    model_config = ConfigDict(extra="allow", frozen=True, strict=True)
 
     dataset: str = Field(description="registered dataset name (kdedge list datasets)")
-    root: Optional[Path] = Field(None, description="directory holding the dataset files")
+    root: Optional[Path] = Field(None, strict=False, description="directory holding the dataset files")
     val_fraction: float = Field(0.1, gt=0, lt=1, description="share of train held out for validation")
     split_seed: int = Field(0, ge=0, description="seed of the stratified train/validation split")
 
@@ -51,7 +47,7 @@ class DataConfig(BaseModel):
 class ModelSpec(BaseModel):
     """A registered model name plus its keyword arguments (checked against its signature)."""
 
-    model_config = ConfigDict(extra="allow", frozen=True)
+    model_config = ConfigDict(extra="allow", frozen=True, strict=True)
 
     name: str = Field(description="registered model name (kdedge list models)")
 
@@ -71,11 +67,13 @@ class OptimizerConfig(_Strict):
 class ScheduleConfig(_Strict):
     name: Literal["cosine", "step", "constant"] = "cosine"
     warmup_epochs: float = Field(0.0, ge=0, description="linear warm-up from lr/100, in epochs")
-    milestones: tuple[int, ...] = Field((), description="step schedule: epochs where lr *= gamma")
+    milestones: list[int] = Field(default_factory=list, description="step schedule: epochs where lr *= gamma")
     gamma: float = Field(0.1, gt=0, le=1)
 
 
 class TrainConfig(_Strict):
+    """One model's training budget. Cross-field rules are checked in `_check_schedule`."""
+
     epochs: int = Field(ge=1, le=10_000)
     batch_size: int = Field(128, ge=1, le=65_536)
     eval_batch_size: int = Field(1000, ge=1, le=65_536)
@@ -85,6 +83,18 @@ class TrainConfig(_Strict):
     augment: bool = Field(True, description="random crop (+ flip where the dataset allows it)")
     crop_padding: int = Field(2, ge=0, le=16)
     channels_last: bool = Field(True, description="NHWC memory format for conv nets (faster on CPU)")
+
+    @model_validator(mode="after")
+    def _check_schedule(self) -> "TrainConfig":
+        sched = self.schedule
+        if sched.warmup_epochs > self.epochs:
+            raise ValueError(f"schedule.warmup_epochs ({sched.warmup_epochs}) is longer than epochs ({self.epochs})")
+        if sched.milestones and sched.name != "step":
+            raise ValueError(f"schedule.milestones only apply to name: step (this schedule is {sched.name})")
+        ms = list(sched.milestones)
+        if ms and (ms != sorted(set(ms)) or ms[0] < 1 or ms[-1] >= self.epochs):
+            raise ValueError(f"schedule.milestones must be increasing epochs in 1..{self.epochs - 1}, got {ms}")
+        return self
 
 
 class RoleConfig(_Strict):
@@ -99,7 +109,7 @@ class Recipe(_Strict):
                       description="run name: outputs go to <output_dir>/<name>")
     seed: int = Field(0, ge=0, le=2**31 - 1)
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    output_dir: Path = Path("runs")
+    output_dir: Path = Field(Path("runs"), strict=False)
     data: DataConfig
     teacher: RoleConfig
     student: Optional[RoleConfig] = None
@@ -109,8 +119,10 @@ class Recipe(_Strict):
 
     @property
     def hash(self) -> str:
-        """Hash of the validated content: formatting, comments and key order do not change it."""
-        canonical = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+        """Hash of the validated content: formatting, comments, key order and where the run is written
+        (output_dir) do not change it."""
+        content = {k: v for k, v in self.to_dict().items() if k != "output_dir"}
+        canonical = json.dumps(content, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
 
@@ -122,7 +134,9 @@ def load_recipe(path: str | Path) -> Recipe:
     if not path.is_file():
         raise KdedgeError(f"{path}: recipe file not found; give the path of a YAML recipe (see recipes/)")
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        raw = yaml.load(path.read_text(encoding="utf-8"), Loader=_RecipeLoader)  # a SafeLoader
+    except _DuplicateKey as exc:
+        raise KdedgeError(f"{path}: line {exc.line}: key {exc.key!r} appears twice; keep one") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark is not None else ""
@@ -131,6 +145,33 @@ def load_recipe(path: str | Path) -> Recipe:
     except UnicodeDecodeError:
         raise KdedgeError(f"{path}: not a UTF-8 text file; give a YAML recipe") from None
     return recipe_from_dict(raw, source=str(path), base_dir=path.parent)
+
+
+class _DuplicateKey(yaml.YAMLError):
+    def __init__(self, key: Any, line: int) -> None:
+        super().__init__(f"duplicate key {key!r}")
+        self.key, self.line = key, line
+
+
+class _RecipeLoader(yaml.SafeLoader):
+    """SafeLoader that refuses duplicate keys (last-one-wins hides typos) and reads 1e-3 as a float
+    (YAML 1.1 needs a dot, so `lr: 1e-3` would otherwise be the string "1e-3")."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise _DuplicateKey(key, key_node.start_mark.line + 1)
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+_RecipeLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"),
+)
 
 
 def recipe_from_dict(raw: Any, *, source: str = "<recipe>", base_dir: Path | None = None) -> Recipe:
@@ -163,6 +204,8 @@ def _describe(exc: ValidationError) -> str:
         msg = f"{field}: unknown key; allowed keys here: {', '.join(allowed)}"
     elif err["type"] == "missing":
         msg = f"{field}: required field is missing"
+    elif err["type"] == "value_error":  # a cross-field rule: its message says it all
+        msg = f"{field}: {err['msg'].removeprefix('Value error, ')}"
     else:
         msg = f"{field}: {err['msg']} (got {err.get('input')!r})" if loc else err["msg"]
     more = len(errors) - 1
@@ -200,46 +243,36 @@ def _unwrap_optional(annotation: Any) -> Any:
 
 def _check_registered(recipe: Recipe, source: str) -> None:
     from kdedge.data import DATASETS
+    from kdedge.data.base import FIXED as DATASET_FIXED
+    from kdedge.models import FIXED as MODEL_FIXED
     from kdedge.models import MODELS
 
-    _check_options(DATASETS, recipe.data.dataset, recipe.data.options, _DATASET_AUTO_ARGS,
-                   "data", "dataset", source)
+    _check_options(DATASETS, recipe.data.dataset, recipe.data.options, DATASET_FIXED,
+                   "data", "dataset", source, own_keys=list(DataConfig.model_fields))
     roles = [("teacher", recipe.teacher)] + ([("student", recipe.student)] if recipe.student else [])
     for role, cfg in roles:
-        kwargs = _check_options(MODELS, cfg.model.name, cfg.model.kwargs, _MODEL_AUTO_ARGS,
-                                f"{role}.model", "name", source)
+        kwargs = _check_options(MODELS, cfg.model.name, cfg.model.kwargs, MODEL_FIXED,
+                                f"{role}.model", "name", source, own_keys=["name"])
         _check_model_values(cfg.model.name, kwargs, f"{role}.model", source)
 
 
-def _check_options(registry, name: str, options: dict, auto: frozenset, path: str, name_key: str,
-                   source: str) -> dict[str, Any]:
+def _check_options(registry, name: str, options: dict, fixed: frozenset, path: str, name_key: str,
+                   source: str, own_keys: list[str]) -> dict[str, Any]:
+    """Validate a registered function's options (the spec's extra keys) against its signature."""
     if name not in registry:
         raise KdedgeError(f"{source}: {path}.{name_key}: unknown {registry.kind} {name!r}; "
                           f"available: {', '.join(registry.names())}")
-    schema = _options_schema(registry.get(name), auto)
+    schema = options_schema(registry.get(name), fixed)
     try:
         return schema.model_validate(options).model_dump()
     except ValidationError as exc:
         err = exc.errors()[0]
         field = f"{path}.{_dotted(err['loc'])}"
         if err["type"] == "extra_forbidden":
-            allowed = [k for k in schema.model_fields] or ["(none)"]
-            raise KdedgeError(f"{source}: {field}: unknown option for {registry.kind} {name!r}; "
+            allowed = own_keys + [f"{k} ({registry.kind} option)" for k in schema.model_fields]
+            raise KdedgeError(f"{source}: {field}: unknown key for {registry.kind} {name!r}; "
                               f"allowed: {', '.join(allowed)}") from None
         raise KdedgeError(f"{source}: {field}: {err['msg']} (got {err.get('input')!r})") from None
-
-
-@lru_cache(maxsize=None)
-def _options_schema(fn: Callable, auto: frozenset) -> type[BaseModel]:
-    """A pydantic model of a registered function's keyword options, from its typed signature."""
-    hints = typing.get_type_hints(fn)
-    fields: dict[str, Any] = {}
-    for param in inspect.signature(fn).parameters.values():
-        if param.name in auto or param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
-            continue
-        default = ... if param.default is param.empty else param.default
-        fields[param.name] = (hints.get(param.name, Any), default)
-    return create_model(f"{fn.__name__}_options", __config__=ConfigDict(extra="forbid", strict=True), **fields)
 
 
 def _check_model_values(name: str, kwargs: dict[str, Any], path: str, source: str) -> None:

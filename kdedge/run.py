@@ -43,9 +43,11 @@ class RunDir:
     def read_manifest(self) -> dict[str, Any]:
         try:
             data = json.loads(self.manifest_path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):
             raise KdedgeError(f"{self.root}: not a kdedge run directory (no {MANIFEST}); "
-                              "create one with `kdedge train RECIPE`") from None
+                              "give a directory made by `kdedge train RECIPE`") from None
+        except OSError as exc:
+            raise KdedgeError(f"{self.manifest_path}: cannot read the manifest ({exc.strerror})") from None
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise KdedgeError(f"{self.manifest_path}: corrupt manifest ({exc}); "
                               "rerun the recipe with --force to rebuild the run") from None
@@ -81,10 +83,15 @@ def open_run(recipe: Recipe, recipe_file: Path | None, *, force: bool) -> "Plann
     so a failing input never leaves a half-made or cleared run behind.
     """
     run = RunDir(recipe.output_dir / recipe.name)
+    for parent in [run.root, *run.root.parents]:
+        if parent.exists() and not parent.is_dir():
+            raise KdedgeError(f"{parent}: is a file, so the run directory {run.root} cannot be made there; "
+                              "change the recipe's output_dir or name")
+    if run.root.exists() and any(run.root.iterdir()) and not run.manifest_path.is_file():
+        # Never replace (even with --force) a directory kdedge did not make: it may be anything.
+        raise KdedgeError(f"{run.root}: exists and is not a kdedge run (no {MANIFEST}); "
+                          "choose another recipe name or output_dir, or move that directory away")
     if run.root.exists() and any(run.root.iterdir()) and not force:
-        if not run.manifest_path.exists():
-            raise KdedgeError(f"{run.root}: exists and is not a kdedge run (no {MANIFEST}); "
-                              "choose another recipe name/output_dir or pass --force to replace it")
         existing = run.read_manifest()
         if existing["recipe_hash"] != recipe.hash:
             raise KdedgeError(
@@ -145,6 +152,21 @@ def package_versions() -> dict[str, str]:
         except metadata.PackageNotFoundError:
             versions[dist] = "not installed"
     return versions
+
+
+def machine_info() -> dict[str, Any]:
+    """CPU model and core count, for reports that quote timings."""
+    import os
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {"cpu": cpu, "logical_cores": os.cpu_count(), "platform": platform.platform()}
 
 
 def _now() -> str:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from kdedge.data.base import DATASETS, DatasetSplits, ImageData, channel_stats, load_dataset
 from kdedge.data.split import split_train_val
-from kdedge.data.transforms import augment, normalize
+from kdedge.data.transforms import augment
 
 # imported for their registration side effect
 from kdedge.data import (  # noqa: E402,F401  isort: skip
@@ -28,6 +28,5 @@ __all__ = [
     "augment",
     "channel_stats",
     "load_dataset",
-    "normalize",
     "split_train_val",
 ]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import inspect
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -10,6 +9,7 @@ from typing import Any, Sequence
 import torch
 
 from kdedge.errors import KdedgeError
+from kdedge.options import option_parameters, unknown_options
 from kdedge.registry import Registry
 
 DATASETS: Registry = Registry("dataset")
@@ -41,11 +41,15 @@ class DatasetSplits:
     source: str  # the file/dir/package the data came from, recorded in the manifest
 
 
+# Filled in by the pipeline (the candidate directories), never by a recipe.
+FIXED = frozenset({"roots"})
+
+
 def load_dataset(name: str, roots: Sequence[Path], **options: Any) -> DatasetSplits:
     loader = DATASETS.get(name)
-    accepted = [p for p in inspect.signature(loader).parameters if p != "roots"]
-    unknown = sorted(set(options) - set(accepted))
+    unknown = unknown_options(loader, options, FIXED)
     if unknown:
+        accepted = list(option_parameters(loader, FIXED))
         # a TypeError deep in a loader would be a traceback; say what the recipe may use instead
         raise KdedgeError(
             f"dataset {name!r} does not take option(s) {', '.join(unknown)}; "

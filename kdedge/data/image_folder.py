@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
+from pydantic import Field
+
 from pathlib import Path
 from typing import Sequence
 
@@ -16,7 +20,7 @@ LAYOUT = "root/train/<class>/*.png|ppm|jpg and root/test/<class>/..."
 
 
 @DATASETS.register("image_folder")
-def image_folder(roots: Sequence[Path], image_size: int = 32) -> DatasetSplits:
+def image_folder(roots: Sequence[Path], image_size: Annotated[int, Field(ge=4, le=1024)] = 32) -> DatasetSplits:
     if image_size < 1:
         raise KdedgeError(f"image_folder option image_size={image_size} must be >= 1; fix it in the recipe")
     root = next((Path(r) for r in roots if (Path(r) / "train").is_dir()), None)

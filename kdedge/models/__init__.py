@@ -11,6 +11,7 @@ import inspect
 
 from torch import nn
 
+from kdedge.options import option_parameters, unknown_options
 from kdedge.registry import Registry
 
 MODELS: Registry = Registry("model")
@@ -19,23 +20,23 @@ MODELS: Registry = Registry("model")
 from kdedge.models import cnn, mlp, resnet, vgg, wrn  # noqa: E402,F401
 from kdedge.models.base import ModelConfigError  # noqa: E402
 
-FIXED = ("in_channels", "num_classes", "image_size")
+# Filled in by the pipeline from the data, never by a recipe.
+FIXED = frozenset({"in_channels", "num_classes", "image_size"})
 
 
 def model_options(name: str) -> dict[str, inspect.Parameter]:
     """The recipe-settable options of a model: its builder's keyword parameters minus the fixed three."""
-    params = inspect.signature(MODELS.get(name)).parameters
-    return {k: p for k, p in params.items() if k not in FIXED}
+    return option_parameters(MODELS.get(name), FIXED)
 
 
 def build_model(name: str, *, in_channels: int, num_classes: int, image_size: int, **kwargs) -> nn.Module:
     builder = MODELS.get(name)  # unknown names: KdedgeError listing what is available
-    allowed = model_options(name)
-    for key in kwargs:
-        if key not in allowed:
-            raise ModelConfigError(
-                key, f"is not an option of model {name!r}; allowed: {', '.join(allowed) or 'none'}"
-            )
+    unknown = unknown_options(builder, kwargs, FIXED)
+    if unknown:
+        allowed = model_options(name)
+        raise ModelConfigError(
+            unknown[0], f"is not an option of model {name!r}; allowed: {', '.join(allowed) or 'none'}"
+        )
     return builder(in_channels=in_channels, num_classes=num_classes, image_size=image_size, **kwargs)
 
 

@@ -12,7 +12,7 @@ from kdedge.modelfile import load_model
 from kdedge.plots import reliability_diagram
 from kdedge.run import RunDir
 from kdedge.stages.context import StageContext
-from kdedge.stages.data import prepare_data
+from kdedge.stages.data import check_same_data, prepare_data
 from kdedge.stages.teacher import MODEL_FILE, STAGE as TEACHER
 from kdedge.train.evaluate import predict_logits
 
@@ -31,6 +31,7 @@ def calibrate_teacher(run: RunDir, ctx: StageContext) -> dict[str, Any]:
     device = ctx.device(recipe.device)
     model.to(device)
     data = prepare_data(recipe, ctx.data_roots)
+    check_same_data(run.read_manifest().get("data"), data, run.manifest_path)
     batch = recipe.teacher.train.eval_batch_size
     val = data.training.val
     test = data.training.test

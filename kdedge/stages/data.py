@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from kdedge.data import DatasetSplits, load_dataset, split_train_val
+from kdedge.errors import KdedgeError
 from kdedge.recipe import Recipe
 from kdedge.train import TrainingData
 from kdedge.train.batches import InputStats
@@ -40,3 +41,15 @@ def prepare_data(recipe: Recipe, extra_roots: tuple[Path, ...] = ()) -> Prepared
     training = TrainingData(train=train, val=val, test=dataset.test,
                             stats=InputStats(tuple(dataset.mean), tuple(dataset.std)), hflip_ok=dataset.hflip_ok)
     return PreparedData(dataset=dataset, training=training)
+
+
+def check_same_data(recorded: dict | None, data: PreparedData, manifest_path: Path) -> None:
+    """Refuse to continue a run on data other than the data it was made with (stages never guess)."""
+    if not recorded:
+        return
+    found = data.describe()
+    for key, value in found.items():
+        if key in recorded and recorded[key] != value:
+            raise KdedgeError(
+                f"{manifest_path}: data.{key} was {recorded[key]!r} when this run was made, but the data found "
+                f"now has {value!r}; point data.root / $KDEDGE_DATA at the data the run was trained on")

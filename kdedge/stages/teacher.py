@@ -14,7 +14,7 @@ from kdedge.modelfile import ModelSpecRecord, save_model
 from kdedge.recipe import Recipe
 from kdedge.run import PlannedRun, RunDir
 from kdedge.stages.context import StageContext
-from kdedge.stages.data import PreparedData, prepare_data
+from kdedge.stages.data import PreparedData, check_same_data, prepare_data
 from kdedge.train import fit, supervised_step
 from kdedge.train.evaluate import predict_logits
 from kdedge.train.loop import CHECKPOINT_NAME, read_resume_state
@@ -40,6 +40,8 @@ def train_teacher(recipe: Recipe, planned: PlannedRun, ctx: StageContext, *,
     resume_state = read_resume_state(out_dir, fingerprint) if resume and planned.exists else None
     device = ctx.device(recipe.device)
     data = prepare_data(recipe, ctx.data_roots)
+    if planned.exists:
+        check_same_data(planned.run.read_manifest().get("data"), data, planned.run.manifest_path)
     run = planned.create()  # only now: a data error leaves nothing behind
     run.update_manifest(data=data.describe(), stages={STAGE: {"status": "running", "device": str(device)}})
     spec = ModelSpecRecord(name=recipe.teacher.model.name, kwargs=recipe.teacher.model.kwargs,

@@ -9,9 +9,16 @@ from kdedge.data import ImageData
 from kdedge.train.batches import InputStats, prepare_batch
 
 
+def uses_conv(model: nn.Module) -> bool:
+    """Conv nets get channels_last inputs (faster on CPU); others keep the default layout."""
+    return any(isinstance(m, nn.Conv2d) for m in model.modules())
+
+
 @torch.inference_mode()
 def predict_logits(model: nn.Module, data: ImageData, stats: InputStats, *, batch_size: int,
-                   device: torch.device, channels_last: bool = False) -> torch.Tensor:
+                   device: torch.device) -> torch.Tensor:
+    """Eval-mode logits of a whole split, in order. Every stage evaluates through here."""
+    channels_last = uses_conv(model)
     was_training = model.training
     model.eval()
     mean, std = stats.tensors(device)

@@ -14,16 +14,17 @@ from pathlib import Path
 from typing import Any, Callable
 
 import torch
-import torch.nn.functional as F
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from torch import nn
 
 from kdedge.data import ImageData
+from kdedge.errors import KdedgeError
+from kdedge.metrics import accuracy, nll
 from kdedge.recipe import TrainConfig
 from kdedge.train.batches import AugmentSpec, InputStats, prepare_batch
 from kdedge.train.checkpoint import load_checkpoint, save_checkpoint
-from kdedge.train.evaluate import predict_logits
+from kdedge.train.evaluate import predict_logits, uses_conv
 from kdedge.train.schedule import learning_rate
 from kdedge.train.steps import StepFn
 
@@ -65,8 +66,13 @@ def epoch_seed(seed: int, epoch: int, stream: int) -> int:
     return (seed * 1_000_003 + epoch * 7_919 + stream * 104_729) % (2**63 - 1)
 
 
-def uses_conv(model: nn.Module) -> bool:
-    return any(isinstance(m, nn.Conv2d) for m in model.modules())
+def batch_bounds(n: int, batch_size: int) -> list[tuple[int, int]]:
+    """(start, end) of each batch; a trailing batch of one sample joins the previous batch, because
+    BatchNorm cannot train on a single sample whose feature map is 1x1."""
+    bounds = [(s, min(s + batch_size, n)) for s in range(0, n, batch_size)]
+    if len(bounds) > 1 and bounds[-1][1] - bounds[-1][0] == 1:
+        bounds[-2:] = [(bounds[-2][0], n)]
+    return bounds
 
 
 def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
@@ -82,14 +88,15 @@ def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
 
 def fit(model: nn.Module, step: StepFn, *, data: TrainingData, cfg: TrainConfig, seed: int,
         device: torch.device, out_dir: Path, fingerprint: str, resume_state: dict[str, Any] | None = None,
-        console: Console | None = None, label: str = "train",
+        console: Console | None = None, label: str = "teacher",
         extra_params: list[nn.Parameter] | None = None,
         on_epoch: Callable[[dict[str, Any]], None] | None = None) -> FitResult:
     """Train `model` with `step` for cfg.epochs, checkpointing each epoch into out_dir.
 
     `fingerprint` ties checkpoints to one configuration, so a resume never mixes two.
     `resume_state` is a checkpoint already read by `read_resume_state` (read before the caller writes
-    anything, so a corrupt checkpoint fails cleanly).
+    anything, so a corrupt checkpoint fails cleanly). `label` is the recipe role (teacher, student, ...)
+    and names the fields in messages.
     """
     channels_last = cfg.channels_last and uses_conv(model)
     model.to(device)
@@ -110,9 +117,14 @@ def fit(model: nn.Module, step: StepFn, *, data: TrainingData, cfg: TrainConfig,
         start_epoch = result.resumed_from_epoch = int(state["epoch"])
         if console:
             console.print(f"[cyan]{label}[/]: resuming after epoch {start_epoch}/{cfg.epochs}")
+            was = (state.get("device"), state.get("threads"))
+            if was != (str(device), torch.get_num_threads()):
+                console.print(f"[yellow]warning[/]: the checkpoint was written on {was[0]} with {was[1]} threads, "
+                              f"this run uses {device} with {torch.get_num_threads()}: the result will not be "
+                              "bitwise identical to an uninterrupted run")
 
-    n = len(data.train)
-    steps_per_epoch = (n + cfg.batch_size - 1) // cfg.batch_size
+    bounds = batch_bounds(len(data.train), cfg.batch_size)
+    steps_per_epoch = len(bounds)
     mean, std = data.stats.tensors(device)
     augmentation = AugmentSpec(cfg.crop_padding, data.hflip_ok) if cfg.augment else None
 
@@ -123,13 +135,14 @@ def fit(model: nn.Module, step: StepFn, *, data: TrainingData, cfg: TrainConfig,
             progress.reset(task, total=steps_per_epoch, epoch=f"{epoch + 1}/{cfg.epochs}", stats="")
             record = _train_epoch(
                 model, step, optimizer, data.train, mean, std, cfg=cfg, epoch=epoch, seed=seed,
-                steps_per_epoch=steps_per_epoch, augmentation=augmentation, channels_last=channels_last,
-                progress=progress, task=task)
-            record.update(_evaluate(model, data, cfg, device, channels_last))
+                bounds=bounds, augmentation=augmentation, channels_last=channels_last,
+                progress=progress, task=task, label=label)
+            record.update(_evaluate(model, data, cfg, device))
             result.history.append(record)
             save_checkpoint(ckpt_path, {
                 "epoch": epoch + 1, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                "history": result.history, "fingerprint": fingerprint})
+                "history": result.history, "fingerprint": fingerprint,
+                "device": str(device), "threads": torch.get_num_threads()})
             if console:
                 console.print(_epoch_line(label, record, cfg.epochs))
             if on_epoch:
@@ -139,7 +152,8 @@ def fit(model: nn.Module, step: StepFn, *, data: TrainingData, cfg: TrainConfig,
 
 
 def _train_epoch(model, step, optimizer, train: ImageData, mean, std, *, cfg: TrainConfig, epoch: int,
-                 seed: int, steps_per_epoch: int, augmentation, channels_last: bool, progress, task) -> dict:
+                 seed: int, bounds: list[tuple[int, int]], augmentation, channels_last: bool, progress, task,
+                 label: str) -> dict:
     model.train()
     order_gen = torch.Generator().manual_seed(epoch_seed(seed, epoch, 0))
     aug_gen = torch.Generator().manual_seed(epoch_seed(seed, epoch, 1))
@@ -151,8 +165,9 @@ def _train_epoch(model, step, optimizer, train: ImageData, mean, std, *, cfg: Tr
     seen = 0
     t0 = time.perf_counter()
     lr = 0.0
-    for i in range(steps_per_epoch):
-        idx = perm[i * cfg.batch_size:(i + 1) * cfg.batch_size]
+    steps_per_epoch = len(bounds)
+    for i, (start, end) in enumerate(bounds):
+        idx = perm[start:end]
         x = prepare_batch(train.images[idx], mean, std, augmentation=augmentation, generator=aug_gen,
                           channels_last=channels_last)
         y = train.labels[idx].to(device, non_blocking=True)
@@ -168,6 +183,10 @@ def _train_epoch(model, step, optimizer, train: ImageData, mean, std, *, cfg: Tr
             correct += (logits.argmax(1) == y).sum()
         seen += len(idx)
         if (i + 1) % _PROGRESS_EVERY == 0 or i + 1 == steps_per_epoch:
+            if not torch.isfinite(loss_sum):
+                raise KdedgeError(
+                    f"{label}: training diverged (loss is not finite) in epoch {epoch + 1}, step {i + 1}; "
+                    f"lower {label}.train.optimizer.lr (now {cfg.optimizer.lr}) or add schedule.warmup_epochs")
             rate = seen / max(time.perf_counter() - t0, 1e-9)
             progress.update(task, completed=i + 1,
                             stats=f"loss {loss_sum.item() / seen:.4f}  acc {correct.item() / seen:.4f}  {rate:,.0f} img/s")
@@ -177,15 +196,13 @@ def _train_epoch(model, step, optimizer, train: ImageData, mean, std, *, cfg: Tr
             "train_images_per_s": seen / elapsed}
 
 
-def _evaluate(model, data: TrainingData, cfg: TrainConfig, device, channels_last: bool) -> dict:
+def _evaluate(model, data: TrainingData, cfg: TrainConfig, device) -> dict:
     t0 = time.perf_counter()
     out: dict[str, float] = {}
     for split, part in (("val", data.val), ("test", data.test)):
-        logits = predict_logits(model, part, data.stats, batch_size=cfg.eval_batch_size, device=device,
-                                channels_last=channels_last)
-        labels = part.labels
-        out[f"{split}_accuracy"] = (logits.argmax(1) == labels).double().mean().item()
-        out[f"{split}_nll"] = F.cross_entropy(logits.double(), labels).item()
+        logits = predict_logits(model, part, data.stats, batch_size=cfg.eval_batch_size, device=device)
+        out[f"{split}_accuracy"] = accuracy(logits, part.labels)
+        out[f"{split}_nll"] = nll(logits, part.labels)
     out["eval_time_s"] = time.perf_counter() - t0
     return out
 

@@ -102,6 +102,18 @@ def _corrupt_manifest(tmp: Path, path: Path) -> list[str]:
     return ["calibrate", str(tmp / "runs" / "tiny")]
 
 
+def _output_dir_is_a_file(tmp: Path, make) -> list[str]:
+    (tmp / "afile").write_text("not a directory")
+    return ["train", str(make({"output_dir": str(tmp / "afile")}))]
+
+
+def _foreign_dir_with_force(tmp: Path, make) -> list[str]:
+    foreign = tmp / "runs" / "tiny"
+    foreign.mkdir(parents=True)
+    (foreign / "precious.txt").write_text("not made by kdedge")
+    return ["train", str(make()), "--force"]
+
+
 CASES = [
     Case("unknown-top-level-key", _recipe({"epochs": 3}), ("recipe.yaml", "epochs: unknown key", "allowed keys here")),
     Case("unknown-nested-key", _recipe({"teacher": {"train": {"epoch": 3}}}),
@@ -112,7 +124,7 @@ CASES = [
     Case("unknown-model", _recipe({"teacher": {"model": {"name": "resnet21"}}}),
          ("teacher.model.name: unknown model 'resnet21'", "resnet20")),
     Case("unknown-model-option", _recipe({"teacher": {"model": {"widths": [8], "depth": 3}}}),
-         ("teacher.model.depth: unknown option", "allowed: widths, dropout")),
+         ("teacher.model.depth: unknown key", "widths (model option), dropout (model option)")),
     Case("bad-model-value", _recipe({"teacher": {"model": {"dropout": 1.5}}}), ("teacher.model.dropout",)),
     Case("unknown-dataset", _recipe({"data": {"dataset": "imagenet"}}), ("data.dataset: unknown dataset", "digits")),
     Case("missing-data-root", _recipe({"data": {"root": "/nonexistent/kdedge-data"}}),
@@ -133,13 +145,28 @@ CASES = [
     Case("calibrate-not-a-run", lambda tmp, make: ["calibrate", str(tmp)], ("not a kdedge run directory",)),
     Case("calibrate-corrupt-model", _trained(_corrupt_model_for_calibrate), ("model.pt", "corrupt or truncated")),
     Case("corrupt-manifest", _trained(_corrupt_manifest), ("manifest.json", "corrupt manifest")),
+    Case("string-for-int", _recipe({"teacher": {"train": {"epochs": "5"}}}), ("teacher.train.epochs", "integer")),
+    Case("int-for-bool", _recipe({"teacher": {"train": {"augment": 1}}}), ("teacher.train.augment", "boolean")),
+    Case("duplicate-key", _recipe(raw="name: a\nname: b\ndata: {dataset: digits}\n"), ("line 2", "'name' appears twice")),
+    Case("warmup-longer-than-training", _recipe({"teacher": {"train": {"schedule": {"warmup_epochs": 9}}}}),
+         ("teacher.train", "warmup_epochs (9.0) is longer than epochs (3)")),
+    Case("milestones-out-of-range", _recipe({"teacher": {"train": {"schedule": {"name": "step", "milestones": [2, 7]}}}}),
+         ("teacher.train", "milestones must be increasing epochs in 1..2")),
+    Case("data-key-typo", _recipe({"data": {"val_fracton": 0.2}}), ("data.val_fracton: unknown key", "val_fraction")),
+    Case("dataset-option-out-of-range", _recipe({"data": {"dataset": "image_folder", "root": "/", "image_size": 0}}),
+         ("data.image_size", "greater than or equal to 4")),
+    Case("calibrate-given-a-file", lambda tmp, make: ["calibrate", str(make())], ("recipe.yaml", "not a kdedge run")),
+    Case("output-dir-is-a-file", _output_dir_is_a_file, ("afile", "is a file", "output_dir")),
+    Case("force-never-deletes-a-foreign-dir", _foreign_dir_with_force, ("runs/tiny", "not a kdedge run", "move")),
     Case("cuda-without-gpu", lambda tmp, make: ["train", str(make()), "--device", "cuda"], ("cuda", "--device cpu")),
 ]
 
 
 def _snapshot(root: Path) -> dict[str, tuple[int, int]]:
-    return {str(p.relative_to(root)): (p.stat().st_size, p.stat().st_mtime_ns)
-            for p in sorted(root.rglob("*")) if p.is_file()}
+    """Every file and directory (an empty run directory left behind counts as written)."""
+    return {str(p.relative_to(root)) + ("/" if p.is_dir() else ""): (p.stat().st_size if p.is_file() else 0,
+                                                                      p.stat().st_mtime_ns)
+            for p in sorted(root.rglob("*"))}
 
 
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.id)
@@ -170,8 +197,42 @@ def test_real_console_script_prints_one_line_and_exits_2(tmp_path: Path):
     bad = tmp_path / "bad.yaml"
     bad.write_text(yaml.safe_dump(deep_update(TINY_RECIPE, {"teacher": {"train": {"epochs": -3}}})))
     exe = Path(sys.executable).with_name("kdedge")
+    env = {**os.environ, "COLUMNS": "60"}
     proc = subprocess.run([str(exe), "train", str(bad)], capture_output=True, text=True, cwd=tmp_path,
-                          env={**os.environ, "COLUMNS": "60"}, timeout=120)
+                          env=env, timeout=120)
     assert proc.returncode == 2
     assert proc.stderr.count("\n") == 1 and "teacher.train.epochs" in proc.stderr
     assert "Traceback" not in proc.stderr and not (tmp_path / "runs").exists()
+    # usage errors (missing argument, bad option value) are one line too, not a help box
+    for args in (["train"], ["train", str(bad), "--threads", "0"], ["no-such-command"]):
+        usage = subprocess.run([str(exe), *args], capture_output=True, text=True, cwd=tmp_path, env=env, timeout=120)
+        assert usage.returncode == 2 and usage.stderr.startswith("kdedge: error: "), usage.stderr
+        assert usage.stderr.count("\n") == 1, usage.stderr
+
+
+def test_diverging_training_stops_with_one_line_naming_the_lr(tmp_path: Path):
+    """A loss that turns non-finite stops training with a KdedgeError naming the lr field, before the
+    epoch's checkpoint is written (injected NaN: real divergence is too seed-dependent to test)."""
+    import torch
+
+    from kdedge.errors import KdedgeError
+    from kdedge.models import build_model
+    from kdedge.recipe import recipe_from_dict
+    from kdedge.stages.data import prepare_data
+    from kdedge.train import fit, supervised_step
+
+    recipe = recipe_from_dict(TINY_RECIPE)
+    data = prepare_data(recipe)
+    model = build_model("mlp", in_channels=1, num_classes=10, image_size=8, widths=[8])
+    step = supervised_step(model)
+    calls = {"n": 0}
+
+    def nan_in_epoch_2(x, y, idx):
+        calls["n"] += 1
+        loss, logits = step(x, y, idx)
+        return (loss * float("nan") if calls["n"] > 25 else loss), logits
+
+    with pytest.raises(KdedgeError, match=r"teacher: training diverged .* epoch 2.*teacher\.train\.optimizer\.lr"):
+        fit(model, nan_in_epoch_2, data=data.training, cfg=recipe.teacher.train, seed=0,
+            device=torch.device("cpu"), out_dir=tmp_path, fingerprint="f")
+    assert torch.load(tmp_path / "checkpoint.pt", weights_only=True)["epoch"] == 1  # epoch 2 never saved

@@ -1,4 +1,4 @@
-"""split_train_val, normalize and augment."""
+"""split_train_val and augment."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from kdedge.data import ImageData, augment, normalize, split_train_val
+from kdedge.data import ImageData, augment, split_train_val
 
 
 def toy(n_per_class=(50, 30, 20)):
@@ -41,14 +41,6 @@ def test_split_keeps_each_class_on_both_sides_and_rejects_bad_fraction():
     assert set(val.labels.tolist()) == {0, 1} and set(train.labels.tolist()) == {0, 1}
     with pytest.raises(ValueError):
         split_train_val(toy(), 1.0, seed=0)
-
-
-def test_normalize():
-    x = torch.tensor([0, 51, 255], dtype=torch.uint8).view(1, 1, 1, 3).expand(2, 2, 1, 3)
-    out = normalize(x, (0.2, 0.0), (0.5, 1.0))
-    assert out.dtype == torch.float32 and out.shape == (2, 2, 1, 3)
-    assert out[0, 0, 0].tolist() == pytest.approx([-0.4, 0.0, 1.6])
-    assert out[1, 1, 0].tolist() == pytest.approx([0.0, 0.2, 1.0])
 
 
 def test_augment_identity():

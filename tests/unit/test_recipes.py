@@ -47,6 +47,8 @@ def test_hash_ignores_formatting_but_not_content(tmp_path: Path):
     assert load_recipe(a).hash == load_recipe(b).hash
     changed = deep_update(TINY_RECIPE, {"teacher": {"train": {"epochs": 4}}})
     assert recipe_from_dict(changed).hash != load_recipe(a).hash
+    moved = deep_update(TINY_RECIPE, {"output_dir": "elsewhere"})
+    assert recipe_from_dict(moved).hash == load_recipe(a).hash
 
 
 def test_defaults_and_types():
@@ -67,7 +69,7 @@ def test_model_kwargs_are_checked_against_the_builder_signature():
         recipe_from_dict(_with_teacher_model({"name": "mlp", "widths": "wide"}))
     with pytest.raises(KdedgeError, match=r"teacher\.model\.depth: .*6n\+2"):
         recipe_from_dict(_with_teacher_model({"name": "resnet", "depth": 21}))
-    with pytest.raises(KdedgeError, match=r"teacher\.model\.depht: unknown option .*allowed: depth"):
+    with pytest.raises(KdedgeError, match=r"teacher\.model\.depht: unknown key .*allowed: name, depth"):
         recipe_from_dict(_with_teacher_model({"name": "resnet", "depht": 20}))
     ok = recipe_from_dict(_with_teacher_model({"name": "resnet", "depth": 32, "width": 8}))
     assert ok.teacher.model.kwargs == {"depth": 32, "width": 8}

@@ -31,7 +31,7 @@ def test_cosine_matches_torch_cosine_annealing():
 
 def test_step_matches_torch_multistep():
     spe, epochs, lr = 4, 10, 0.1
-    cfg = ScheduleConfig(name="step", milestones=(3, 7), gamma=0.2)
+    cfg = ScheduleConfig(name="step", milestones=[3, 7], gamma=0.2)
     ours = [learning_rate(s, spe, epochs, OptimizerConfig(lr=lr), cfg) for s in range(spe * epochs)]
     ref = _torch_lrs(lambda o: torch.optim.lr_scheduler.MultiStepLR(o, milestones=[3, 7], gamma=0.2),
                      spe * epochs, lr, step_every=spe)
