@@ -88,6 +88,28 @@ def train(
 
 @app.command()
 @_user_errors
+def distill(
+    recipe_file: Annotated[Path, typer.Argument(help="YAML recipe with student: and distill: sections.")],
+    resume: Annotated[bool, typer.Option("--resume", help="Continue interrupted stages from their last epoch.")] = False,
+    force: ForceOpt = False,
+    device: DeviceOpt = None,
+    threads: ThreadsOpt = None,
+) -> None:
+    """Train (or reuse) the teacher, calibrate it if asked, distil the student and train its no-KD baseline."""
+    from kdedge.recipe import load_recipe
+    from kdedge.run import open_run
+    from kdedge.stages.distill import distill as run_distill
+    from kdedge.summary import run_summary_table
+
+    recipe = load_recipe(recipe_file)
+    ctx = _context(device, threads)
+    planned = open_run(recipe, recipe_file, force=force)
+    run_distill(recipe, planned, ctx, resume=resume)
+    ctx.print(run_summary_table(planned.run))
+
+
+@app.command()
+@_user_errors
 def calibrate(
     run_dir: Annotated[Path, typer.Argument(help="Run directory made by `kdedge train`.")],
     device: DeviceOpt = None,

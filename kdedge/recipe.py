@@ -104,6 +104,50 @@ class RoleConfig(_Strict):
     train: TrainConfig
 
 
+class TeacherConfig(RoleConfig):
+    calibrate: bool = Field(False, description="fit the teacher's temperature T* on the validation split "
+                                               "before distilling (implied by temperature: calibrated)")
+
+
+class LossSpec(BaseModel):
+    """A registered loss, its weight in the sum, and its own options (checked against its params)."""
+
+    model_config = ConfigDict(extra="allow", frozen=True, strict=True)
+
+    name: str = Field(description="registered loss name: hinton, dkd, hint")
+    weight: float = Field(1.0, ge=0, allow_inf_nan=False, description="weight of this term in the total loss")
+
+    @property
+    def options(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+
+class ReducedTransfer(_Strict):
+    per_class: int = Field(ge=1, description="images kept per class (stratified)")
+    seed: int = Field(0, ge=0)
+
+
+class TransferConfig(_Strict):
+    """The images the student learns from: the training split, a reduced one, or an unlabeled one."""
+
+    reduced: Optional[ReducedTransfer] = None
+    unlabeled: bool = Field(False, description="drop the labels: the teacher's outputs are the only targets")
+    pseudo_labels: bool = Field(False, description="unlabeled only: use the teacher's argmax as hard labels")
+
+    @model_validator(mode="after")
+    def _check(self) -> "TransferConfig":
+        if self.pseudo_labels and not self.unlabeled:
+            raise ValueError("pseudo_labels only applies with unlabeled: true")
+        return self
+
+
+class DistillConfig(_Strict):
+    losses: list[LossSpec] = Field(min_length=1, description="summed with their weights")
+    transfer: TransferConfig = TransferConfig()
+    baseline: bool = Field(True, description="also train the same student on hard labels only (no KD)")
+    cache_teacher: bool = Field(True, description="compute teacher outputs once when inputs are not augmented")
+
+
 class Recipe(_Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=100,
                       description="run name: outputs go to <output_dir>/<name>")
@@ -111,8 +155,19 @@ class Recipe(_Strict):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     output_dir: Path = Field(Path("runs"), strict=False)
     data: DataConfig
-    teacher: RoleConfig
+    teacher: TeacherConfig
     student: Optional[RoleConfig] = None
+    distill: Optional[DistillConfig] = None
+
+    @model_validator(mode="after")
+    def _check_roles(self) -> "Recipe":
+        if self.distill is not None and self.student is None:
+            raise ValueError("distill needs a student: section (model + train)")
+        return self
+
+    def uses_calibrated_temperature(self) -> bool:
+        return self.distill is not None and any(
+            loss.options.get("temperature") == "calibrated" for loss in self.distill.losses)
 
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json")
@@ -254,6 +309,48 @@ def _check_registered(recipe: Recipe, source: str) -> None:
         kwargs = _check_options(MODELS, cfg.model.name, cfg.model.kwargs, MODEL_FIXED,
                                 f"{role}.model", "name", source, own_keys=["name"])
         _check_model_values(cfg.model.name, kwargs, f"{role}.model", source)
+    if recipe.distill is not None:
+        _check_losses(recipe, source)
+
+
+def _check_losses(recipe: Recipe, source: str) -> None:
+    from kdedge.features import validate_paths
+    from kdedge.losses import LOSSES
+
+    labeled = not recipe.distill.transfer.unlabeled or recipe.distill.transfer.pseudo_labels
+    for i, spec in enumerate(recipe.distill.losses):
+        path = f"distill.losses[{i}]"
+        if spec.name not in LOSSES:
+            raise KdedgeError(f"{source}: {path}.name: unknown loss {spec.name!r}; available: {', '.join(LOSSES.names())}")
+        loss = LOSSES.get(spec.name)
+        try:
+            params = loss.params.model_validate(spec.options)
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            field = f"{path}.{_dotted(err['loc'])}"
+            if err["type"] == "extra_forbidden":
+                allowed = ["name", "weight", *loss.params.model_fields]
+                raise KdedgeError(f"{source}: {field}: unknown key for loss {spec.name!r}; "
+                                  f"allowed: {', '.join(allowed)}") from None
+            raise KdedgeError(f"{source}: {field}: {err['msg']} (got {err.get('input')!r})") from None
+        if loss.needs_labels and not labeled:
+            raise KdedgeError(f"{source}: {path}.name: loss {spec.name!r} needs labels but distill.transfer is "
+                              "unlabeled; set distill.transfer.pseudo_labels: true or use hinton")
+        if loss.kind == "features":
+            for side, role in (("student", recipe.student), ("teacher", recipe.teacher)):
+                try:
+                    validate_paths(_meta_model(role.model), [getattr(params, side)])
+                except KdedgeError as exc:
+                    raise KdedgeError(f"{source}: {path}.{side}: {exc}") from None
+
+
+def _meta_model(spec: ModelSpec):
+    import torch
+
+    from kdedge.models import build_model
+
+    with torch.device("meta"):
+        return build_model(spec.name, in_channels=3, num_classes=10, image_size=32, **spec.kwargs)
 
 
 def _check_options(registry, name: str, options: dict, fixed: frozenset, path: str, name_key: str,

@@ -15,6 +15,8 @@ Row = tuple[str, Callable[[dict[str, Any], dict[str, Any]], str]]
 
 _ROWS: list[Row] = [
     ("model", lambda s, c: s["model"]),
+    ("trained on", lambda s, c: "hard labels" if s.get("kd") is None else "KD: " + kd_label(s["kd"])),
+    ("training images", lambda s, c: f"{s['train_images']:,}" if "train_images" in s else "—"),
     ("parameters", lambda s, c: f"{s['parameters']:,}"),
     ("epochs", lambda s, c: str(s["epochs"])),
     ("train time", lambda s, c: f"{s['train_time_s']:.1f} s"),
@@ -28,6 +30,26 @@ _ROWS: list[Row] = [
 ]
 
 
+COLUMNS = ("teacher", "baseline", "student")
+
+
+def kd_label(kd: dict[str, Any]) -> str:
+    """e.g. 'hinton T=4 a=0.5' — short enough for a table cell."""
+    parts = []
+    for loss in kd["losses"]:
+        bits = [loss["name"]]
+        if "temperature" in loss:
+            bits.append(f"T={loss['temperature']:.3g}")
+        if "alpha" in loss:
+            bits.append(f"a={loss['alpha']:g}")
+        if loss["name"] == "hint":
+            bits.append(f"{loss['student']}->{loss['teacher']}")
+        if loss.get("weight", 1.0) != 1.0:
+            bits.append(f"w={loss['weight']:g}")
+        parts.append(" ".join(bits))
+    return " + ".join(parts)
+
+
 def run_summary_table(run: RunDir) -> Table:
     manifest = run.read_manifest()
     data = manifest.get("data", {})
@@ -37,9 +59,10 @@ def run_summary_table(run: RunDir) -> Table:
                            f"{data.get('n_val', '?')} val / {data.get('n_test', '?')} test"))
     table.add_column("", no_wrap=True)
     columns = []
-    teacher = stages.get("teacher")
-    if teacher and teacher.get("status") == "complete":
-        columns.append(("teacher", teacher, stages.get("calibration")))
+    for name in COLUMNS:
+        stage = stages.get(name)
+        if stage and stage.get("status") == "complete":
+            columns.append((name, stage, stages.get("calibration") if name == "teacher" else None))
     for name, _, _ in columns:
         table.add_column(name, justify="right", no_wrap=True)
     if not columns:

@@ -44,6 +44,7 @@ class LossDef:
     params: type[LossParams]
     fn: Callable[..., torch.Tensor]
     kind: Literal["logits", "features"] = "logits"
+    needs_labels: bool = False  # True: cannot train on an unlabeled transfer set without pseudo-labels
 
 
 def resolve_temperature(temperature: float | str, calibrated: float | None) -> float:

@@ -79,4 +79,4 @@ def dkd_loss(
     return (alpha * tckd + beta * nckd) * (temperature * temperature)
 
 
-LOSSES.register("dkd")(LossDef(params=DKDParams, fn=dkd_loss))
+LOSSES.register("dkd")(LossDef(params=DKDParams, fn=dkd_loss, needs_labels=True))

@@ -89,22 +89,25 @@ def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
 def fit(model: nn.Module, step: StepFn, *, data: TrainingData, cfg: TrainConfig, seed: int,
         device: torch.device, out_dir: Path, fingerprint: str, resume_state: dict[str, Any] | None = None,
         console: Console | None = None, label: str = "teacher",
-        extra_params: list[nn.Parameter] | None = None,
+        extra_modules: nn.Module | None = None,
         on_epoch: Callable[[dict[str, Any]], None] | None = None) -> FitResult:
     """Train `model` with `step` for cfg.epochs, checkpointing each epoch into out_dir.
 
     `fingerprint` ties checkpoints to one configuration, so a resume never mixes two.
     `resume_state` is a checkpoint already read by `read_resume_state` (read before the caller writes
     anything, so a corrupt checkpoint fails cleanly). `label` is the recipe role (teacher, student, ...)
-    and names the fields in messages.
+    and names the fields in messages. `extra_modules` (e.g. feature adapters) are trained with the
+    model and saved in its checkpoints, but are not part of the final model.
     """
     channels_last = cfg.channels_last and uses_conv(model)
     model.to(device)
     if channels_last:
         model.to(memory_format=torch.channels_last)
     optimizer = make_optimizer(model, cfg)
-    if extra_params:
-        optimizer.add_param_group({"params": extra_params, "weight_decay": cfg.optimizer.weight_decay})
+    if extra_modules is not None:
+        extra_modules.to(device)
+        optimizer.add_param_group({"params": list(extra_modules.parameters()),
+                                   "weight_decay": cfg.optimizer.weight_decay})
 
     result = FitResult()
     start_epoch = 0
@@ -112,6 +115,8 @@ def fit(model: nn.Module, step: StepFn, *, data: TrainingData, cfg: TrainConfig,
     if resume_state is not None:
         state = resume_state
         model.load_state_dict(state["model"])
+        if extra_modules is not None:
+            extra_modules.load_state_dict(state["extra"])
         optimizer.load_state_dict(state["optimizer"])
         result.history = list(state["history"])
         start_epoch = result.resumed_from_epoch = int(state["epoch"])
@@ -142,6 +147,7 @@ def fit(model: nn.Module, step: StepFn, *, data: TrainingData, cfg: TrainConfig,
             save_checkpoint(ckpt_path, {
                 "epoch": epoch + 1, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                 "history": result.history, "fingerprint": fingerprint,
+                "extra": extra_modules.state_dict() if extra_modules is not None else {},
                 "device": str(device), "threads": torch.get_num_threads()})
             if console:
                 console.print(_epoch_line(label, record, cfg.epochs))
@@ -154,7 +160,7 @@ def fit(model: nn.Module, step: StepFn, *, data: TrainingData, cfg: TrainConfig,
 def _train_epoch(model, step, optimizer, train: ImageData, mean, std, *, cfg: TrainConfig, epoch: int,
                  seed: int, bounds: list[tuple[int, int]], augmentation, channels_last: bool, progress, task,
                  label: str) -> dict:
-    model.train()
+    model.train()  # (extra modules stay in whatever mode they are; adapters have no dropout/BN)
     order_gen = torch.Generator().manual_seed(epoch_seed(seed, epoch, 0))
     aug_gen = torch.Generator().manual_seed(epoch_seed(seed, epoch, 1))
     torch.manual_seed(epoch_seed(seed, epoch, 2))  # dropout masks (global RNG, all devices)

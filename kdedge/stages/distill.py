@@ -1,0 +1,174 @@
+"""Stage: distil the teacher into the student, and train the no-KD baseline beside it.
+
+    teacher (train or reuse) -> [calibrate] -> transfer set -> student (KD) + baseline (hard labels only)
+
+The baseline is the same architecture with the same budget and seed on the same images, so every KD
+number is reported next to what the student reaches without the teacher.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from kdedge.data import ImageData
+from kdedge.data.transfer import reduce_per_class, with_labels
+from kdedge.errors import KdedgeError
+from kdedge.losses import LOSSES, resolve_temperature
+from kdedge.modelfile import load_model
+from kdedge.recipe import Recipe, RoleConfig
+from kdedge.run import PlannedRun, RunDir
+from kdedge.stages.calibration import calibrate_teacher
+from kdedge.stages.context import StageContext
+from kdedge.stages.data import PreparedData, check_same_data, prepare_data
+from kdedge.stages.roles import RoleJob, finished_record, model_path, resume_state_for, train_role
+from kdedge.stages.teacher import STAGE as TEACHER
+from kdedge.stages.teacher import train_teacher
+from kdedge.train import TrainingData, supervised_step
+from kdedge.train.batches import prepare_batch
+from kdedge.train.distill_step import KDTerm, feature_cache_fits, make_distill_step, teacher_outputs
+
+STUDENT = "student"
+BASELINE = "baseline"
+
+
+@dataclass(frozen=True)
+class TransferSet:
+    training: TrainingData      # what the student trains on (labels = pseudo-labels when unlabeled)
+    true_labels: TrainingData   # the same images with their real labels (for the baseline)
+    description: str
+
+
+def distill(recipe: Recipe, planned: PlannedRun, ctx: StageContext, *, resume: bool = False) -> dict[str, Any]:
+    """Run the whole chain for a recipe with a distill: section; returns the manifest's stage records."""
+    if recipe.distill is None or recipe.student is None:
+        raise KdedgeError(f"recipe {recipe.name!r} has no distill: and student: sections; "
+                          "add them (see recipes/demo.yaml) or use `kdedge train`")
+    data = prepare_data(recipe, ctx.data_roots)
+    if planned.exists:
+        check_same_data(planned.run.read_manifest().get("data"), data, planned.run.manifest_path)
+    transfer_images = transfer_subset(recipe, data)  # checked before anything is trained or written
+    train_teacher(recipe, planned, ctx, resume=resume, data=data)
+    run = planned.run
+    temperature = _teacher_temperature(recipe, run, ctx)
+    device = ctx.device(recipe.device)
+    teacher, _ = load_model(model_path(run, TEACHER), fix="retrain it with `kdedge distill RECIPE --force`")
+    teacher.to(device).eval()
+    terms = kd_terms(recipe, temperature)
+    transfer = build_transfer_set(recipe, data, transfer_images, teacher, device)
+    distill_student(recipe, run, ctx, data=data, transfer=transfer, teacher=teacher, terms=terms,
+                    student=recipe.student, stage=STUDENT, device=device, resume=resume,
+                    temperature=temperature)
+    if recipe.distill.baseline:
+        train_baseline(recipe, run, ctx, data=data, transfer=transfer, student=recipe.student, stage=BASELINE,
+                       device=device, resume=resume)
+    return run.read_manifest()["stages"]
+
+
+def _teacher_temperature(recipe: Recipe, run: RunDir, ctx: StageContext) -> float | None:
+    """T*, fitted on the validation split, when the recipe calibrates or distils with it."""
+    if not (recipe.teacher.calibrate or recipe.uses_calibrated_temperature()):
+        return None
+    t = run.read_manifest().get("temperatures", {}).get("teacher")
+    if t is None:
+        t = calibrate_teacher(run, ctx)["temperature"]
+        ctx.print(f"[cyan]calibration[/]: teacher T* = {t:.4f} (fitted on the validation split)")
+    return float(t)
+
+
+def kd_terms(recipe: Recipe, calibrated: float | None) -> list[KDTerm]:
+    terms = []
+    for spec in recipe.distill.losses:
+        definition = LOSSES.get(spec.name)
+        options = definition.params.model_validate(spec.options).model_dump()
+        if "temperature" in options:
+            options["temperature"] = resolve_temperature(options["temperature"], calibrated)
+        terms.append(KDTerm(spec.name, spec.weight, definition, options))
+    return terms
+
+
+def transfer_subset(recipe: Recipe, data: PreparedData) -> ImageData:
+    """The transfer images (the training split, or its reduced per-class subset)."""
+    reduced = recipe.distill.transfer.reduced
+    if reduced is None:
+        return data.training.train
+    try:
+        return reduce_per_class(data.training.train, reduced.per_class, reduced.seed)
+    except ValueError as exc:
+        raise KdedgeError(f"distill.transfer.reduced.per_class: {exc} (after the validation split); "
+                          "lower per_class") from None
+
+
+def build_transfer_set(recipe: Recipe, data: PreparedData, train: ImageData, teacher: nn.Module,
+                       device: torch.device) -> TransferSet:
+    cfg = recipe.distill.transfer
+    description = f"training split ({len(train)} images)"
+    if cfg.reduced is not None:
+        description = f"{cfg.reduced.per_class} images per class ({len(train)} images)"
+    true_labels = _replace_train(data.training, train)
+    if not cfg.unlabeled:
+        return TransferSet(true_labels, true_labels, description)
+    # Unlabeled: the loop still needs a label per image for its running accuracy, so it gets the
+    # teacher's prediction (train accuracy then reads as agreement with the teacher).
+    cache = teacher_outputs(teacher, train, data.training.stats, [],
+                            batch_size=recipe.teacher.train.eval_batch_size, device=device)
+    pseudo = with_labels(train, cache.logits.argmax(1).cpu())
+    return TransferSet(_replace_train(data.training, pseudo), true_labels,
+                       f"{description}, unlabeled ({'teacher pseudo-labels' if cfg.pseudo_labels else 'soft targets only'})")
+
+
+def _replace_train(training: TrainingData, train) -> TrainingData:
+    return TrainingData(train=train, val=training.val, test=training.test, stats=training.stats,
+                        hflip_ok=training.hflip_ok)
+
+
+def distill_student(recipe: Recipe, run: RunDir, ctx: StageContext, *, data: PreparedData, transfer: TransferSet,
+                    teacher: nn.Module, terms: list[KDTerm], student: RoleConfig, stage: str,
+                    device: torch.device, resume: bool, temperature: float | None, seed: int | None = None,
+                    fingerprint_extra: str = "") -> dict[str, Any]:
+    """Train one KD student into <run>/<stage> (reused when finished)."""
+    record = finished_record(run, stage)
+    if record:
+        ctx.print(f"[green]{stage}[/]: reusing the finished student (test accuracy {record['test']['accuracy']:.4f})")
+        return record
+    fingerprint = f"{recipe.hash}:{stage}:{fingerprint_extra}"
+    resume_state = resume_state_for(run, stage, fingerprint, resume=resume)
+    cfg = student.train
+    training = transfer.training
+    teacher_paths = sorted({t.feature_paths[1] for t in terms if t.feature_paths})
+    probe = prepare_batch(training.train.images[:2], *training.stats.tensors(torch.device("cpu")))
+    cache = None
+    use_cache = recipe.distill.cache_teacher and not cfg.augment
+    if use_cache and feature_cache_fits(teacher, probe, teacher_paths, len(training.train)):
+        cache = teacher_outputs(teacher, training.train, training.stats, teacher_paths,
+                                batch_size=cfg.eval_batch_size, device=device)
+    label_mode = "none" if recipe.distill.transfer.unlabeled and not recipe.distill.transfer.pseudo_labels else "labels"
+    job = RoleJob(
+        stage=stage, role="student", config=student, training=training,
+        make_step=lambda model: make_distill_step(model, teacher, terms, label_mode=label_mode, cache=cache, probe=probe),
+        fingerprint=fingerprint, seed=recipe.seed if seed is None else seed,
+        record_extra={"kd": {"losses": [{"name": t.name, "weight": t.weight, **t.options} for t in terms],
+                             "teacher_temperature": temperature, "transfer": transfer.description,
+                             "teacher_cached": cache is not None, "label_mode": label_mode}})
+    return train_role(job, run=run, data=data, ctx=ctx, device=device, resume_state=resume_state)
+
+
+def train_baseline(recipe: Recipe, run: RunDir, ctx: StageContext, *, data: PreparedData, transfer: TransferSet,
+                   student: RoleConfig, stage: str, device: torch.device, resume: bool,
+                   seed: int | None = None) -> dict[str, Any]:
+    """The same student on the same images with hard (true) labels only: no teacher."""
+    record = finished_record(run, stage)
+    if record:
+        ctx.print(f"[green]{stage}[/]: reusing the finished baseline (test accuracy {record['test']['accuracy']:.4f})")
+        return record
+    fingerprint = f"{recipe.hash}:{stage}"
+    resume_state = resume_state_for(run, stage, fingerprint, resume=resume)
+    cfg = student.train
+    job = RoleJob(stage=stage, role="student", config=student, training=transfer.true_labels,
+                  make_step=lambda model: (supervised_step(model, label_smoothing=cfg.label_smoothing), None),
+                  fingerprint=fingerprint, seed=recipe.seed if seed is None else seed,
+                  record_extra={"kd": None, "transfer": transfer.description + " with true labels"})
+    return train_role(job, run=run, data=data, ctx=ctx, device=device, resume_state=resume_state)

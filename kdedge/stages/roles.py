@@ -1,0 +1,112 @@
+"""Training one model of a run (teacher, student, baseline, ...): the part every stage shares.
+
+A role lives in <run>/<stage>/ (model.pt, checkpoint.pt, metrics.json) with a record in the manifest's
+`stages`. A finished role is reused; an unfinished one continues only with --resume; the weights, the
+metrics and then the manifest are written in that order, so a crash never leaves a record without files.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from torch import nn
+
+from kdedge.errors import KdedgeError
+from kdedge.io import write_json
+from kdedge.metrics import classification_report
+from kdedge.modelfile import ModelSpecRecord, save_model
+from kdedge.recipe import RoleConfig
+from kdedge.run import RunDir
+from kdedge.stages.context import StageContext
+from kdedge.stages.data import PreparedData
+from kdedge.train import StepFn, TrainingData, fit
+from kdedge.train.evaluate import predict_logits
+from kdedge.train.loop import CHECKPOINT_NAME, read_resume_state
+
+MODEL_FILE = "model.pt"
+METRICS_FILE = "metrics.json"
+
+# Builds the step for a freshly initialised model; may also return trainable helper modules
+# (e.g. hint adapters) that are optimised and checkpointed with the model.
+StepFactory = Callable[[nn.Module], tuple[StepFn, nn.Module | None]]
+
+
+@dataclass(frozen=True)
+class RoleJob:
+    stage: str                 # directory under the run and key in manifest["stages"]
+    role: str                  # the recipe section it comes from, used in messages (teacher, student, ...)
+    config: RoleConfig
+    training: TrainingData     # what it trains on (a transfer set for students)
+    make_step: StepFactory
+    fingerprint: str           # changes whenever anything that shapes the weights changes
+    seed: int
+    record_extra: dict[str, Any] = field(default_factory=dict)
+
+
+def finished_record(run: RunDir, stage: str, *, exists: bool = True) -> dict[str, Any] | None:
+    """The manifest record of a finished role whose model file is present, else None."""
+    if not exists:
+        return None
+    record = run.stage_record(stage)
+    if record and record.get("status") == "complete" and (run.stage_dir(stage) / MODEL_FILE).is_file():
+        return record
+    return None
+
+
+def resume_state_for(run: RunDir, job_stage: str, fingerprint: str, *, resume: bool,
+                     exists: bool = True) -> dict[str, Any] | None:
+    """The checkpoint to continue from. Read before anything is written, so a bad one fails cleanly."""
+    ckpt = run.stage_dir(job_stage) / CHECKPOINT_NAME
+    if exists and ckpt.exists() and not resume:
+        raise KdedgeError(f"{ckpt}: an unfinished {job_stage} training is there; "
+                          "pass --resume to continue it or --force to start the run afresh")
+    return read_resume_state(run.stage_dir(job_stage), fingerprint) if resume and exists else None
+
+
+def train_role(job: RoleJob, *, run: RunDir, data: PreparedData, ctx: StageContext, device: torch.device,
+               resume_state: dict[str, Any] | None) -> dict[str, Any]:
+    out_dir = run.stage_dir(job.stage)
+    run.update_manifest(stages={job.stage: {"status": "running", "device": str(device)}})
+    spec = ModelSpecRecord(name=job.config.model.name, kwargs=job.config.model.kwargs,
+                           in_channels=data.input_shape[0], num_classes=data.num_classes,
+                           image_size=data.input_shape[1])
+    torch.manual_seed(job.seed)  # weight init
+    model = spec.build()
+    step, helpers = job.make_step(model)
+    cfg = job.config.train
+    ctx.print(f"[cyan]{job.stage}[/]: {spec.name} ({parameter_count(model):,} parameters), "
+              f"{len(job.training.train)} training images, {cfg.epochs} epochs on {device}")
+    t0 = time.perf_counter()
+    result = fit(model, step, data=job.training, cfg=cfg, seed=job.seed, device=device, out_dir=out_dir,
+                 fingerprint=job.fingerprint, resume_state=resume_state, console=ctx.console, label=job.role,
+                 extra_modules=helpers)
+    summary = {"status": "complete", "model": spec.name, "parameters": parameter_count(model),
+               "epochs": cfg.epochs, "train_images": len(job.training.train),
+               "train_time_s": result.train_time_s, "wall_time_s": time.perf_counter() - t0,
+               "resumed_from_epoch": result.resumed_from_epoch, "device": str(device), **job.record_extra,
+               **split_reports(model, data, cfg.eval_batch_size, device)}
+    save_model(out_dir / MODEL_FILE, model, spec)
+    write_json(out_dir / METRICS_FILE, {**summary, "history": result.history})
+    run.update_manifest(stages={job.stage: summary}, timings={f"{job.stage}_train_s": result.train_time_s})
+    return summary
+
+
+def split_reports(model: nn.Module, data: PreparedData, batch_size: int, device: torch.device) -> dict[str, Any]:
+    """Accuracy, NLL, ECE and MCE on the full train, val and test splits, in eval mode."""
+    out = {}
+    for split, part in (("train", data.training.train), ("val", data.training.val), ("test", data.training.test)):
+        logits = predict_logits(model, part, data.training.stats, batch_size=batch_size, device=device)
+        out[split] = classification_report(logits, part.labels)
+    return out
+
+
+def parameter_count(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def model_path(run: RunDir, stage: str) -> Path:
+    return run.stage_dir(stage) / MODEL_FILE

@@ -1,0 +1,131 @@
+"""The distillation step: a closure over student, teacher targets and the recipe's weighted losses.
+
+Teacher targets come either from a cache (computed once over the transfer set: valid when inputs are
+not augmented, since the teacher then sees the same image every epoch) or from the teacher run per
+batch under inference mode.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import torch
+from torch import nn
+
+from kdedge.data import ImageData
+from kdedge.features import FeatureTap
+from kdedge.losses import LossDef, make_hint_adapter
+from kdedge.train.batches import InputStats, prepare_batch
+from kdedge.train.evaluate import uses_conv
+from kdedge.train.steps import StepFn
+
+LabelMode = Literal["labels", "none"]  # "none": unlabeled transfer set, the teacher is the only target
+CACHE_LIMIT_BYTES = 2 * 1024**3        # hinted teacher features above this are recomputed per batch
+
+
+@dataclass(frozen=True)
+class KDTerm:
+    """One weighted loss of the recipe, its temperature already resolved to a number."""
+
+    name: str
+    weight: float
+    definition: LossDef
+    options: dict[str, Any]
+
+    @property
+    def feature_paths(self) -> tuple[str, str] | None:
+        if self.definition.kind != "features":
+            return None
+        return self.options["student"], self.options["teacher"]
+
+
+@dataclass
+class TeacherCache:
+    logits: torch.Tensor                                      # [N, C] on the training device
+    features: dict[str, torch.Tensor] = field(default_factory=dict)
+
+
+@torch.inference_mode()
+def teacher_outputs(teacher: nn.Module, data: ImageData, stats: InputStats, paths: list[str], *,
+                    batch_size: int, device: torch.device) -> TeacherCache:
+    """Eval-mode teacher logits (and tapped features) over a whole set, in order."""
+    teacher.eval()
+    mean, std = stats.tensors(device)
+    logits, feats = [], {p: [] for p in paths}
+    with FeatureTap(teacher, paths) as tap:
+        for start in range(0, len(data), batch_size):
+            x = prepare_batch(data.images[start:start + batch_size], mean, std, channels_last=uses_conv(teacher))
+            logits.append(teacher(x).float())
+            for p in paths:
+                feats[p].append(tap.features[p].float())
+    return TeacherCache(torch.cat(logits), {p: torch.cat(v) for p, v in feats.items()})
+
+
+def feature_cache_fits(teacher: nn.Module, probe: torch.Tensor, paths: list[str], n: int) -> bool:
+    """Whether caching the hinted teacher features for n images stays under CACHE_LIMIT_BYTES."""
+    if not paths:
+        return True
+    with torch.inference_mode(), FeatureTap(teacher, paths) as tap:
+        teacher.eval()(probe[:1].to(next(teacher.parameters()).device))
+        per_image = sum(tap.features[p][0].numel() * 4 for p in paths)
+    return per_image * n <= CACHE_LIMIT_BYTES
+
+
+def make_distill_step(student: nn.Module, teacher: nn.Module, terms: list[KDTerm], *, label_mode: LabelMode,
+                      cache: TeacherCache | None, probe: torch.Tensor) -> tuple[StepFn, nn.ModuleList]:
+    """Build the step and the trainable hint adapters (shaped from one probe batch, in eval mode so that
+    probing changes no BatchNorm statistics)."""
+    hinted = [t for t in terms if t.feature_paths]
+    student_paths = sorted({t.feature_paths[0] for t in hinted})
+    teacher_paths = sorted({t.feature_paths[1] for t in hinted})
+    adapters = nn.ModuleList()
+    if hinted:
+        with torch.no_grad():
+            s_feats = _probe(student, student_paths, probe)
+            t_feats = _probe(teacher, teacher_paths, probe)
+        for term in hinted:
+            s_path, t_path = term.feature_paths
+            adapters.append(make_hint_adapter(s_feats[s_path], t_feats[t_path]))
+    student_tap = FeatureTap(student, student_paths) if student_paths else None
+    teacher_tap = FeatureTap(teacher, teacher_paths) if teacher_paths and cache is None else None
+
+    def step(x: torch.Tensor, y: torch.Tensor, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if cache is not None:
+            idx_dev = idx.to(cache.logits.device)
+            t_logits = cache.logits[idx_dev]
+            t_feats = {p: cache.features[p][idx_dev] for p in teacher_paths}
+        else:
+            with torch.inference_mode():
+                t_logits = teacher(x).float()
+                t_feats = {p: teacher_tap.features[p] for p in teacher_paths}
+        s_logits = student(x)
+        labels = y if label_mode == "labels" else None
+        total = s_logits.new_zeros(())
+        adapter_iter = iter(adapters)
+        for term in terms:
+            if term.weight == 0:
+                if term.feature_paths:
+                    next(adapter_iter)
+                continue
+            if term.feature_paths:
+                s_path, t_path = term.feature_paths
+                value = term.definition.fn(student_tap.features[s_path], t_feats[t_path], next(adapter_iter))
+            else:
+                value = term.definition.fn(s_logits, t_logits, labels, **term.options)
+            total = total + term.weight * value
+        return total, s_logits
+
+    return step, adapters
+
+
+def _probe(model: nn.Module, paths: list[str], x: torch.Tensor) -> dict[str, torch.Tensor]:
+    was_training = model.training
+    device = next(model.parameters()).device
+    model.eval()
+    try:
+        with FeatureTap(model, paths) as tap:
+            model(x.to(device))
+            return {p: tap.features[p].detach().cpu() for p in paths}
+    finally:
+        model.train(was_training)
