@@ -110,6 +110,33 @@ def distill(
 
 @app.command()
 @_user_errors
+def sweep(
+    recipe_file: Annotated[Path, typer.Argument(help="YAML recipe with student: and distill: sections.")],
+    set_: Annotated[Optional[str], typer.Option("--set", help="FIELD=VALUES, e.g. distill.losses[0].temperature=1:20 "
+                                                              "or student.model.widths=[32],[64] (else the recipe's sweep:)")] = None,
+    ensemble: Annotated[bool, typer.Option("--ensemble", help="Also vote the students as ensembles.")] = False,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue interrupted stages.")] = False,
+    force: ForceOpt = False,
+    device: DeviceOpt = None,
+    threads: ThreadsOpt = None,
+) -> None:
+    """One student per value of a recipe field (teacher and baseline reused); table + plot of accuracy."""
+    from kdedge.recipe import load_recipe, with_sweep
+    from kdedge.run import open_run
+    from kdedge.stages.distill import distill as run_distill
+
+    recipe = load_recipe(recipe_file)
+    if set_ is not None:
+        recipe = with_sweep(recipe, set_, ensemble=ensemble, source=str(recipe_file))
+    elif recipe.sweep is None:
+        raise KdedgeError(f"{recipe_file}: no sweep: section; pass --set FIELD=VALUES")
+    ctx = _context(device, threads)
+    planned = open_run(recipe, recipe_file, force=force)
+    run_distill(recipe, planned, ctx, resume=resume)
+
+
+@app.command()
+@_user_errors
 def calibrate(
     run_dir: Annotated[Path, typer.Argument(help="Run directory made by `kdedge train`.")],
     device: DeviceOpt = None,

@@ -56,3 +56,27 @@ def reliability_diagram(curves: Mapping[str, CalibrationBins], path: Path, *, ti
 
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png")  # tmp has a .tmp suffix, so name the format
+
+
+def line_plot(series: Mapping[str, tuple[list, list[float]]], path: Path, *, title: str, xlabel: str,
+              ylabel: str, hlines: Mapping[str, float] | None = None) -> None:
+    """One line per named (x, y) series, optional labelled horizontal reference lines; PNG, atomic."""
+    fig = Figure(figsize=(6.4, 4.2), dpi=110)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot(1, 1, 1)
+    categorical = any(not isinstance(x, (int, float)) for xs, _ in series.values() for x in xs)
+    for name, (xs, ys) in series.items():
+        positions = list(range(len(xs))) if categorical else xs
+        ax.plot(positions, ys, marker="o", label=name)
+        if categorical:
+            ax.set_xticks(positions, [str(x) for x in xs], rotation=30, ha="right")
+    for i, (name, y) in enumerate((hlines or {}).items()):
+        ax.axhline(y, linestyle="--", color=f"C{len(series) + i}", label=name)
+    ax.set_title(title)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")

@@ -148,6 +148,20 @@ class DistillConfig(_Strict):
     cache_teacher: bool = Field(True, description="compute teacher outputs once when inputs are not augmented")
 
 
+class SweepConfig(_Strict):
+    """One student per value of one recipe field (seed 001: accuracy vs temperature)."""
+
+    set: str = Field(pattern=r"^(student|distill)\.[A-Za-z0-9_.\[\]]+$",
+                     description="dotted field path under student. or distill., e.g. distill.losses[0].temperature")
+    values: list[Any] = Field(min_length=1, max_length=100)
+    ensemble: bool = Field(False, description="also vote the sweep's students as an ensemble (majority, mean-prob, best-k)")
+
+
+# Sections that only add experiments in their own sub-directories; they do not change what the
+# teacher, student and baseline are, so they are left out of the run-compatibility hash.
+EXPERIMENT_SECTIONS = ("sweep", "assistants", "chain", "symmetry")
+
+
 class Recipe(_Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=100,
                       description="run name: outputs go to <output_dir>/<name>")
@@ -158,11 +172,29 @@ class Recipe(_Strict):
     teacher: TeacherConfig
     student: Optional[RoleConfig] = None
     distill: Optional[DistillConfig] = None
+    sweep: Optional[SweepConfig] = None
+    assistants: dict[str, RoleConfig] = Field(default_factory=dict,
+                                              description="extra models for chains, by name")
+    chain: Optional[list[str]] = Field(None, min_length=3, description="teacher -> assistant(s) -> student")
+    symmetry: bool = Field(False, description="distil the trained student back into an untrained teacher copy")
 
     @model_validator(mode="after")
     def _check_roles(self) -> "Recipe":
         if self.distill is not None and self.student is None:
             raise ValueError("distill needs a student: section (model + train)")
+        if (self.sweep or self.chain or self.symmetry) and self.distill is None:
+            raise ValueError("sweep, chain and symmetry need a distill: section")
+        if (self.chain or self.symmetry) and any(loss.name == "hint" for loss in self.distill.losses):
+            raise ValueError("chain and symmetry distil between other architectures than teacher -> student, "
+                             "so their hint paths would not apply; use logit losses (hinton, dkd) with them")
+        if self.chain is not None:
+            if self.chain[0] != "teacher" or self.chain[-1] != "student":
+                raise ValueError(f"chain must start with teacher and end with student, got {self.chain}")
+            for name in self.chain[1:-1]:
+                if name not in self.assistants:
+                    defined = ", ".join(self.assistants) or "none"
+                    raise ValueError(f"chain refers to {name!r}, which is not defined under assistants: "
+                                     f"(defined: {defined})")
         return self
 
     def uses_calibrated_temperature(self) -> bool:
@@ -174,9 +206,9 @@ class Recipe(_Strict):
 
     @property
     def hash(self) -> str:
-        """Hash of the validated content: formatting, comments, key order and where the run is written
-        (output_dir) do not change it."""
-        content = {k: v for k, v in self.to_dict().items() if k != "output_dir"}
+        """Hash of what the teacher, student and baseline depend on: formatting, comments, key order,
+        where the run is written (output_dir) and the experiment sections do not change it."""
+        content = {k: v for k, v in self.to_dict().items() if k not in ("output_dir", *EXPERIMENT_SECTIONS)}
         canonical = json.dumps(content, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
@@ -270,8 +302,10 @@ def _describe(exc: ValidationError) -> str:
 def _dotted(loc: tuple) -> str:
     out = ""
     for part in loc:
+        if isinstance(part, str) and any(c in part for c in "-[( "):
+            continue  # pydantic's union-member tags (e.g. 'constrained-float'), not recipe fields
         out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
-    return out or "<root>"
+    return out or "recipe"
 
 
 def _allowed_keys(model: type[BaseModel], loc: tuple) -> list[str]:
@@ -305,12 +339,20 @@ def _check_registered(recipe: Recipe, source: str) -> None:
     _check_options(DATASETS, recipe.data.dataset, recipe.data.options, DATASET_FIXED,
                    "data", "dataset", source, own_keys=list(DataConfig.model_fields))
     roles = [("teacher", recipe.teacher)] + ([("student", recipe.student)] if recipe.student else [])
+    roles += [(f"assistants.{name}", cfg) for name, cfg in recipe.assistants.items()]
     for role, cfg in roles:
         kwargs = _check_options(MODELS, cfg.model.name, cfg.model.kwargs, MODEL_FIXED,
                                 f"{role}.model", "name", source, own_keys=["name"])
         _check_model_values(cfg.model.name, kwargs, f"{role}.model", source)
     if recipe.distill is not None:
         _check_losses(recipe, source)
+    if recipe.sweep is not None:
+        for value in recipe.sweep.values:
+            try:
+                sweep_point(recipe, value)
+            except KdedgeError as exc:
+                raise KdedgeError(f"{source}: sweep.values: {value!r} for {recipe.sweep.set}: "
+                                  f"{exc.message.removeprefix('<sweep point>: ')}") from None
 
 
 def _check_losses(recipe: Recipe, source: str) -> None:
@@ -342,6 +384,75 @@ def _check_losses(recipe: Recipe, source: str) -> None:
                     validate_paths(_meta_model(role.model), [getattr(params, side)])
                 except KdedgeError as exc:
                     raise KdedgeError(f"{source}: {path}.{side}: {exc}") from None
+
+
+_PATH_PART = re.compile(r"([A-Za-z0-9_]+)((?:\[\d+\])*)")
+
+
+def set_field(raw: dict, path: str, value: Any) -> dict:
+    """A copy of `raw` with the dotted field `path` (list items as name[i]) set to `value`."""
+    import copy
+
+    out = copy.deepcopy(raw)
+    node: Any = out
+    parts = path.split(".")
+    for n, part in enumerate(parts):
+        match = _PATH_PART.fullmatch(part)
+        if not match:
+            raise KdedgeError(f"{path}: {part!r} is not a field name")
+        key, indices = match.group(1), [int(i) for i in re.findall(r"\d+", match.group(2))]
+        last = n == len(parts) - 1 and not indices
+        if not isinstance(node, dict) or (key not in node and not last):
+            raise KdedgeError(f"{path}: no field {key!r} at that place in the recipe")
+        if last:
+            node[key] = value
+            return out
+        node = node[key]
+        for j, i in enumerate(indices):
+            if not isinstance(node, list) or i >= len(node):
+                raise KdedgeError(f"{path}: {key} has no item [{i}]")
+            if n == len(parts) - 1 and j == len(indices) - 1:
+                node[i] = value
+                return out
+            node = node[i]
+    return out
+
+
+def parse_sweep_values(spec: str) -> list[Any]:
+    """'1:20' (inclusive, step 1), '0.1:0.9:0.2', or a comma list '1,2,4,8' (items read as YAML scalars)."""
+    parts = spec.split(":")
+    if len(parts) in (2, 3) and "," not in spec:
+        try:
+            nums = [yaml.load(p, Loader=_RecipeLoader) for p in parts]
+        except yaml.YAMLError:
+            nums = []
+        if nums and all(isinstance(n, (int, float)) and not isinstance(n, bool) for n in nums):
+            start, stop, step = nums[0], nums[1], nums[2] if len(nums) == 3 else 1
+            if step <= 0 or stop < start:
+                raise KdedgeError(f"--set: range {spec!r} needs start <= stop and a positive step")
+            count = int(round((stop - start) / step)) + 1
+            values = [start + i * step for i in range(count)]
+            return [int(v) if all(isinstance(n, int) for n in nums) else round(v, 10) for v in values]
+    items = [item.strip() for item in spec.split(",") if item.strip()]
+    if not items:
+        raise KdedgeError(f"--set: no values in {spec!r}; write e.g. 1:20 or 1,2,4,8")
+    return [yaml.load(item, Loader=_RecipeLoader) for item in items]
+
+
+def with_sweep(recipe: Recipe, assignment: str, *, ensemble: bool, source: str) -> Recipe:
+    """The recipe with its sweep: block replaced by FIELD=VALUES from the command line."""
+    field, sep, spec = assignment.partition("=")
+    if not sep:
+        raise KdedgeError(f"--set {assignment!r}: write FIELD=VALUES, e.g. distill.losses[0].temperature=1:20")
+    raw = recipe.to_dict()
+    raw["sweep"] = {"set": field.strip(), "values": parse_sweep_values(spec), "ensemble": ensemble}
+    return recipe_from_dict(raw, source=source)
+
+
+def sweep_point(recipe: Recipe, value: Any) -> Recipe:
+    """The recipe of one sweep point: the swept field set, the experiment sections dropped."""
+    raw = {k: v for k, v in recipe.to_dict().items() if k not in EXPERIMENT_SECTIONS}
+    return recipe_from_dict(set_field(raw, recipe.sweep.set, value), source="<sweep point>")
 
 
 def _meta_model(spec: ModelSpec):

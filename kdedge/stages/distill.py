@@ -24,6 +24,7 @@ from kdedge.run import PlannedRun, RunDir
 from kdedge.stages.calibration import calibrate_teacher
 from kdedge.stages.context import StageContext
 from kdedge.stages.data import PreparedData, check_same_data, prepare_data
+from kdedge.stages.experiments import ExperimentInputs, run_chain, run_sweep, run_symmetry
 from kdedge.stages.roles import RoleJob, finished_record, model_path, resume_state_for, train_role
 from kdedge.stages.teacher import STAGE as TEACHER
 from kdedge.stages.teacher import train_teacher
@@ -65,6 +66,16 @@ def distill(recipe: Recipe, planned: PlannedRun, ctx: StageContext, *, resume: b
     if recipe.distill.baseline:
         train_baseline(recipe, run, ctx, data=data, transfer=transfer, student=recipe.student, stage=BASELINE,
                        device=device, resume=resume)
+    if recipe.sweep or recipe.chain or recipe.symmetry:
+        run.update_manifest(recipe=recipe.to_dict())  # the experiment sections in force for these results
+        inputs = ExperimentInputs(recipe=recipe, run=run, ctx=ctx, data=data, teacher=teacher,
+                                  temperature=temperature, device=device, resume=resume)
+        if recipe.chain:
+            run_chain(inputs, transfer)
+        if recipe.symmetry:
+            run_symmetry(inputs, transfer)
+        if recipe.sweep:
+            run_sweep(inputs)
     return run.read_manifest()["stages"]
 
 

@@ -1,0 +1,215 @@
+"""Seed 001's experiments on top of a distilled run: sweeps, student ensembles, chains, symmetry.
+
+Each lives in its own sub-directory of the run and reuses the run's teacher; each writes a JSON report
+for machines, a Markdown table and a PNG for people.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from kdedge.io import write_json, write_text
+from kdedge.markdown import markdown_table
+from kdedge.metrics.ensemble import best_k_accuracies, majority_vote, mean_probability_vote
+from kdedge.modelfile import load_model
+from kdedge.plots import line_plot
+from kdedge.recipe import Recipe, sweep_point
+from kdedge.run import RunDir
+from kdedge.stages.context import StageContext
+from kdedge.stages.data import PreparedData
+from kdedge.stages.roles import model_path
+from kdedge.train.evaluate import predict_logits
+
+
+@dataclass(frozen=True)
+class ExperimentInputs:
+    """What every experiment needs from the main distillation (built once by the distill stage)."""
+
+    recipe: Recipe
+    run: RunDir
+    ctx: StageContext
+    data: PreparedData
+    teacher: nn.Module
+    temperature: float | None
+    device: torch.device
+    resume: bool
+
+
+def slug(value: Any) -> str:
+    return re.sub(r"[^A-Za-z0-9._=-]+", "_", str(value).replace("[", "_").replace("]", "")).strip("_") or "_"
+
+
+def _record(inputs: ExperimentInputs, stage: str) -> dict[str, Any]:
+    return inputs.run.read_manifest()["stages"][stage]
+
+
+def _write_report(directory: Path, name: str, payload: dict, columns: list[str], rows: list[list], title: str) -> None:
+    write_json(directory / f"{name}.json", payload)
+    write_text(directory / f"{name}.md", f"# {title}\n\n" + markdown_table(columns, rows))
+
+
+# ----------------------------------------------------------------------------------------------- sweep
+
+
+def run_sweep(inputs: ExperimentInputs) -> dict[str, Any]:
+    from kdedge.stages.distill import (build_transfer_set, distill_student, kd_terms, train_baseline,
+                                       transfer_subset)
+
+    recipe, run, ctx = inputs.recipe, inputs.run, inputs.ctx
+    field = recipe.sweep.set
+    base = f"sweep/{slug(field)}"
+    # KD-only fields leave the baseline as it is; student or transfer-set fields need one per point.
+    shared_baseline = field.startswith("distill.losses") or field == "distill.cache_teacher"
+    teacher_acc = _record(inputs, "teacher")["test"]["accuracy"]
+    rows, students = [], []
+    for value in recipe.sweep.values:
+        point = sweep_point(recipe, value)
+        stage = f"{base}/{slug(value)}"
+        ctx.print(f"[bold cyan]sweep[/] {field} = {value!r}")
+        transfer = build_transfer_set(point, inputs.data, transfer_subset(point, inputs.data), inputs.teacher,
+                                      inputs.device)
+        student = distill_student(point, run, ctx, data=inputs.data, transfer=transfer, teacher=inputs.teacher,
+                                  terms=kd_terms(point, inputs.temperature), student=point.student,
+                                  stage=f"{stage}/student", device=inputs.device, resume=inputs.resume,
+                                  temperature=inputs.temperature)
+        students.append(f"{stage}/student")
+        if not point.distill.baseline:
+            baseline = None
+        elif shared_baseline:
+            baseline = _record(inputs, "baseline")
+        else:
+            baseline = train_baseline(point, run, ctx, data=inputs.data, transfer=transfer, student=point.student,
+                                      stage=f"{stage}/baseline", device=inputs.device, resume=inputs.resume)
+        rows.append({"value": value, "student": student["test"], "baseline": baseline["test"] if baseline else None,
+                     "student_parameters": student["parameters"], "train_time_s": student["train_time_s"]})
+
+    out_dir = run.root / base
+    payload = {"field": field, "teacher_test_accuracy": teacher_acc, "points": rows}
+    _write_report(out_dir, "sweep", payload,
+                  ["value", "KD acc", "KD NLL", "KD ECE", "baseline acc", "params"],
+                  [[r["value"], r["student"]["accuracy"], r["student"]["nll"], r["student"]["ece"],
+                    r["baseline"]["accuracy"] if r["baseline"] else "—", r["student_parameters"]] for r in rows],
+                  f"Sweep of {field} ({recipe.name})")
+    values = [r["value"] for r in rows]
+    series = {"KD student": (values, [r["student"]["accuracy"] for r in rows])}
+    if all(r["baseline"] for r in rows):
+        series["no-KD baseline"] = (values, [r["baseline"]["accuracy"] for r in rows])
+    line_plot(series, out_dir / "sweep.png", title=f"{recipe.name}: test accuracy vs {field}",
+              xlabel=field, ylabel="test accuracy", hlines={"teacher": teacher_acc})
+    ctx.print(f"[green]sweep[/]: {len(rows)} students -> {out_dir / 'sweep.md'}")
+    if recipe.sweep.ensemble:
+        payload["ensemble"] = run_ensemble(inputs, students, out_dir)
+    return payload
+
+
+# -------------------------------------------------------------------------------------------- ensemble
+
+
+def run_ensemble(inputs: ExperimentInputs, stages: list[str], out_dir: Path) -> dict[str, Any]:
+    """Majority and mean-probability votes of the given students, and best-k ensembles (k = 1..N)."""
+    training = inputs.data.training
+    val_probs, test_probs = [], []
+    for stage in stages:
+        model, _ = load_model(model_path(inputs.run, stage), fix="rerun `kdedge distill` to rebuild it")
+        model.to(inputs.device)
+        batch = inputs.recipe.student.train.eval_batch_size
+        val_probs.append(predict_logits(model, training.val, training.stats, batch_size=batch,
+                                        device=inputs.device).softmax(1))
+        test_probs.append(predict_logits(model, training.test, training.stats, batch_size=batch,
+                                         device=inputs.device).softmax(1))
+    labels = training.test.labels
+    best_k = best_k_accuracies(val_probs, training.val.labels, test_probs, labels)
+    singles = [(p.argmax(1) == labels).double().mean().item() for p in test_probs]
+    payload = {
+        "members": stages, "member_test_accuracy": singles,
+        "all_majority": (majority_vote(test_probs) == labels).double().mean().item(),
+        "all_mean_probability": (mean_probability_vote(test_probs) == labels).double().mean().item(),
+        "best_k": [{**row, "members": [stages[i] for i in row["members"]]} for row in best_k],
+        "ranking": "members ranked by validation accuracy; test accuracy reported",
+    }
+    _write_report(out_dir, "ensemble", payload, ["k", "majority vote acc", "mean-probability acc"],
+                  [[r["k"], r["majority"], r["mean_probability"]] for r in best_k],
+                  f"Ensembles of the {len(stages)} sweep students (best-k by validation accuracy)")
+    ks = [r["k"] for r in best_k]
+    line_plot({"majority vote": (ks, [r["majority"] for r in best_k]),
+               "mean probability": (ks, [r["mean_probability"] for r in best_k])},
+              out_dir / "ensemble.png", title="best-k student ensembles", xlabel="k (members, best first)",
+              ylabel="test accuracy", hlines={"best single student": max(singles)})
+    inputs.ctx.print(f"[green]ensemble[/]: all {len(stages)} students: majority {payload['all_majority']:.4f}, "
+                     f"mean-prob {payload['all_mean_probability']:.4f} (best single {max(singles):.4f})")
+    return payload
+
+
+# ----------------------------------------------------------------------------------- chain & symmetry
+
+
+def run_chain(inputs: ExperimentInputs, transfer) -> dict[str, Any]:
+    """teacher -> assistant(s) -> student, compared with teacher -> student directly (stage `student`)."""
+    from kdedge.stages.distill import distill_student, kd_terms
+
+    recipe, run = inputs.recipe, inputs.run
+    terms = kd_terms(recipe, inputs.temperature)
+    previous: nn.Module = inputs.teacher
+    hops = []
+    for name in recipe.chain[1:]:
+        config = recipe.student if name == "student" else recipe.assistants[name]
+        stage = f"chain/{slug(name)}"
+        record = distill_student(recipe, run, inputs.ctx, data=inputs.data, transfer=transfer, teacher=previous,
+                                 terms=terms, student=config, stage=stage, device=inputs.device,
+                                 resume=inputs.resume, temperature=inputs.temperature,
+                                 fingerprint_extra="->".join(recipe.chain))
+        hops.append({"name": name, "stage": stage, "model": record["model"], "parameters": record["parameters"],
+                     "test": record["test"]})
+        previous, _ = load_model(model_path(run, stage), fix="rerun `kdedge distill`")
+        previous.to(inputs.device).eval()
+    direct = _record(inputs, "student")
+    teacher = _record(inputs, "teacher")
+    payload = {"chain": recipe.chain, "teacher": teacher["test"], "hops": hops, "direct_student": direct["test"],
+               "chain_minus_direct_accuracy": hops[-1]["test"]["accuracy"] - direct["test"]["accuracy"]}
+    rows = [["teacher", teacher["model"], teacher["parameters"], teacher["test"]["accuracy"]]]
+    rows += [[f"chain: {h['name']}", h["model"], h["parameters"], h["test"]["accuracy"]] for h in hops]
+    rows += [["direct: teacher -> student", direct["model"], direct["parameters"], direct["test"]["accuracy"]]]
+    out_dir = run.root / "chain"
+    _write_report(out_dir, "chain", payload, ["model", "architecture", "params", "test acc"], rows,
+                  f"Teacher assistant chain {' -> '.join(recipe.chain)} vs direct distillation")
+    line_plot({"chain": (["teacher", *[h["name"] for h in hops]],
+                         [teacher["test"]["accuracy"], *[h["test"]["accuracy"] for h in hops]])},
+              out_dir / "chain.png", title="accuracy along the chain", xlabel="model", ylabel="test accuracy",
+              hlines={"direct teacher -> student": direct["test"]["accuracy"]})
+    inputs.ctx.print(f"[green]chain[/]: student via chain {hops[-1]['test']['accuracy']:.4f} vs direct "
+                     f"{direct['test']['accuracy']:.4f}")
+    return payload
+
+
+def run_symmetry(inputs: ExperimentInputs, transfer) -> dict[str, Any]:
+    """The trained student teaches an untrained copy of the teacher's architecture (same budget as the
+    teacher); compared with the original teacher and the student."""
+    from kdedge.stages.distill import distill_student, kd_terms
+
+    recipe, run = inputs.recipe, inputs.run
+    student, _ = load_model(model_path(run, "student"), fix="rerun `kdedge distill`")
+    student.to(inputs.device).eval()
+    stage = "symmetry/teacher_copy"
+    record = distill_student(recipe, run, inputs.ctx, data=inputs.data, transfer=transfer, teacher=student,
+                             terms=kd_terms(recipe, inputs.temperature), student=recipe.teacher, stage=stage,
+                             device=inputs.device, resume=inputs.resume, temperature=inputs.temperature,
+                             fingerprint_extra="symmetry")
+    teacher, direct = _record(inputs, "teacher"), _record(inputs, "student")
+    payload = {"teacher": teacher["test"], "student": direct["test"], "teacher_copy_from_student": record["test"]}
+    rows = [["original teacher", teacher["model"], teacher["test"]["accuracy"]],
+            ["student (from teacher)", direct["model"], direct["test"]["accuracy"]],
+            ["teacher copy (from student)", record["model"], record["test"]["accuracy"]]]
+    out_dir = run.root / "symmetry"
+    _write_report(out_dir, "symmetry", payload, ["model", "architecture", "test acc"], rows,
+                  "Symmetry: distilling the student back into the teacher's architecture")
+    line_plot({"test accuracy": ([r[0] for r in rows], [r[2] for r in rows])}, out_dir / "symmetry.png",
+              title="symmetry of distillation", xlabel="model", ylabel="test accuracy")
+    inputs.ctx.print(f"[green]symmetry[/]: teacher copy from student {record['test']['accuracy']:.4f} vs original "
+                     f"teacher {teacher['test']['accuracy']:.4f}")
+    return payload

@@ -1,0 +1,81 @@
+"""Seed 001's experiments end to end on real data (digits, small budgets): sweep + ensemble, chain,
+symmetry; each writes its JSON, Markdown and PNG."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from kdedge.errors import KdedgeError
+from kdedge.recipe import recipe_from_dict
+
+from tests.conftest import deep_update
+from tests.unit.test_distill import KD, _run
+
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+def _assert_report(directory: Path, name: str) -> dict:
+    assert (directory / f"{name}.png").read_bytes().startswith(PNG)
+    assert (directory / f"{name}.md").read_text().startswith("# ")
+    return json.loads((directory / f"{name}.json").read_text())
+
+
+def test_temperature_sweep_with_ensembles(tmp_path: Path):
+    raw = deep_update(KD, {"sweep": {"set": "distill.losses[0].temperature", "values": [1.0, 4.0, 16.0],
+                                     "ensemble": True}})
+    run, stages = _run(raw, tmp_path)
+    report = _assert_report(run / "sweep" / "distill.losses_0.temperature", "sweep")
+    assert [p["value"] for p in report["points"]] == [1.0, 4.0, 16.0]
+    for value in ("1.0", "4.0", "16.0"):
+        record = stages[f"sweep/distill.losses_0.temperature/{value}/student"]
+        assert record["kd"]["losses"][0]["temperature"] == float(value)
+    # KD-only field: all points share the run's one baseline
+    assert {p["baseline"]["accuracy"] for p in report["points"]} == {stages["baseline"]["test"]["accuracy"]}
+    ensemble = _assert_report(run / "sweep" / "distill.losses_0.temperature", "ensemble")
+    assert [row["k"] for row in ensemble["best_k"]] == [1, 2, 3]
+    assert ensemble["best_k"][0]["mean_probability"] in ensemble["member_test_accuracy"]
+
+
+def test_width_sweep_trains_a_baseline_per_point(tmp_path: Path):
+    raw = deep_update(KD, {"sweep": {"set": "student.model.widths", "values": [[8], [32]]}})
+    run, stages = _run(raw, tmp_path)
+    report = _assert_report(run / "sweep" / "student.model.widths", "sweep")
+    params = [p["student_parameters"] for p in report["points"]]
+    assert params[0] < params[1]
+    assert "sweep/student.model.widths/8/baseline" in stages and "sweep/student.model.widths/32/baseline" in stages
+
+
+def test_chain_and_symmetry(tmp_path: Path):
+    raw = deep_update(KD, {"assistants": {"assistant": {"model": {"name": "mlp", "widths": [32]},
+                                                        "train": KD["student"]["train"]}},
+                           "chain": ["teacher", "assistant", "student"], "symmetry": True})
+    run, stages = _run(raw, tmp_path)
+    chain = _assert_report(run / "chain", "chain")
+    assert [h["name"] for h in chain["hops"]] == ["assistant", "student"]
+    assert chain["direct_student"] == stages["student"]["test"]
+    assert stages["chain/assistant"]["parameters"] > stages["chain/student"]["parameters"]
+    symmetry = _assert_report(run / "symmetry", "symmetry")
+    assert stages["symmetry/teacher_copy"]["model"] == stages["teacher"]["model"]
+    assert stages["symmetry/teacher_copy"]["parameters"] == stages["teacher"]["parameters"]
+    assert symmetry["teacher_copy_from_student"] == stages["symmetry/teacher_copy"]["test"]
+
+
+@pytest.mark.parametrize("overrides,needle", [
+    ({"chain": ["teacher", "ta", "student"]}, "chain refers to 'ta', which is not defined under assistants"),
+    ({"chain": ["student", "teacher", "student"]}, "chain must start with teacher"),
+    ({"sweep": {"set": "teacher.train.epochs", "values": [1]}}, "sweep.set"),
+    ({"sweep": {"set": "distill.losses[0].temperature", "values": [2.0, 0.0]}}, "sweep.values: 0.0"),
+    ({"sweep": {"set": "distill.losses[5].alpha", "values": [0.1]}}, "has no item [5]"),
+])
+def test_bad_experiment_sections(overrides, needle):
+    with pytest.raises(KdedgeError) as info:
+        recipe_from_dict(deep_update(KD, overrides))
+    assert needle in str(info.value)
+
+
+def test_experiments_do_not_change_the_run_hash():
+    base = recipe_from_dict(KD).hash
+    assert recipe_from_dict(deep_update(KD, {"sweep": {"set": "distill.losses[0].alpha", "values": [0.1]}})).hash == base
