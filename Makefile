@@ -25,9 +25,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 demo: install
-	$(BIN)/kdedge train recipes/demo.yaml
-	$(BIN)/kdedge calibrate runs/demo
-	$(BIN)/kdedge show runs/demo
+	$(BIN)/kdedge distill recipes/demo.yaml
 
 # The full Fashion-MNIST (Debian's dataset-fashion-mnist) is used by the slow tests and full recipes.
 fmnist-data:

@@ -185,8 +185,11 @@ def recipe_check(recipe_file: Annotated[Path, typer.Argument(help="YAML recipe."
     """Validate a recipe without running anything."""
     from kdedge.recipe import load_recipe
 
-    recipe = load_recipe(recipe_file)
+    recipe = load_recipe(recipe_file, require_runs=False)
     print(f"{recipe_file}: ok (run {recipe.output_dir / recipe.name}, hash {recipe.hash})")
+    if recipe.teacher.model is None:
+        print(f"note: teacher.from_run {recipe.teacher.from_run} has no finished teacher yet; "
+              "train it before `kdedge distill`")
 
 
 @recipe_app.command("schema")

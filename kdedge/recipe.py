@@ -104,9 +104,22 @@ class RoleConfig(_Strict):
     train: TrainConfig
 
 
-class TeacherConfig(RoleConfig):
+class TeacherConfig(_Strict):
+    """The teacher: trained here (model + train), or taken from another run's finished teacher."""
+
+    model: Optional[ModelSpec] = None
+    train: Optional[TrainConfig] = None
     calibrate: bool = Field(False, description="fit the teacher's temperature T* on the validation split "
                                                "before distilling (implied by temperature: calibrated)")
+    from_run: Optional[Path] = Field(None, strict=False,
+                                     description="reuse the finished teacher of this run directory (same data); "
+                                                 "its model and training are read from that run")
+
+    @model_validator(mode="after")
+    def _check(self) -> "TeacherConfig":
+        if self.from_run is None and (self.model is None or self.train is None):
+            raise ValueError("the teacher needs model: and train:, or from_run: a run directory with a trained teacher")
+        return self
 
 
 class LossSpec(BaseModel):
@@ -216,7 +229,9 @@ class Recipe(_Strict):
 # --------------------------------------------------------------------------------------------- loading
 
 
-def load_recipe(path: str | Path) -> Recipe:
+def load_recipe(path: str | Path, *, require_runs: bool = True) -> Recipe:
+    """Read and validate a recipe. With require_runs=False a teacher.from_run that is not trained yet
+    is accepted (only `recipe check` and tests do that); everything else is still checked."""
     path = Path(path)
     if not path.is_file():
         raise KdedgeError(f"{path}: recipe file not found; give the path of a YAML recipe (see recipes/)")
@@ -231,7 +246,7 @@ def load_recipe(path: str | Path) -> Recipe:
         raise KdedgeError(f"{path}:{where}: not valid YAML ({problem}); fix the syntax") from None
     except UnicodeDecodeError:
         raise KdedgeError(f"{path}: not a UTF-8 text file; give a YAML recipe") from None
-    return recipe_from_dict(raw, source=str(path), base_dir=path.parent)
+    return recipe_from_dict(raw, source=str(path), base_dir=path.parent, require_runs=require_runs)
 
 
 class _DuplicateKey(yaml.YAMLError):
@@ -261,7 +276,8 @@ _RecipeLoader.add_implicit_resolver(
 )
 
 
-def recipe_from_dict(raw: Any, *, source: str = "<recipe>", base_dir: Path | None = None) -> Recipe:
+def recipe_from_dict(raw: Any, *, source: str = "<recipe>", base_dir: Path | None = None,
+                     require_runs: bool = True) -> Recipe:
     if not isinstance(raw, dict):
         raise KdedgeError(f"{source}: a recipe must be a YAML mapping (name:, data:, teacher:, ...), "
                           f"got {type(raw).__name__}")
@@ -269,6 +285,12 @@ def recipe_from_dict(raw: Any, *, source: str = "<recipe>", base_dir: Path | Non
         recipe = Recipe.model_validate(raw)
     except ValidationError as exc:
         raise KdedgeError(f"{source}: {_describe(exc)}") from None
+    if recipe.teacher.from_run is not None:
+        try:
+            recipe = _teacher_from_run(recipe, source)
+        except KdedgeError:
+            if require_runs or recipe.teacher.model is not None:
+                raise
     _check_registered(recipe, source)
     if recipe.data.root is not None and base_dir is not None and not recipe.data.root.is_absolute():
         # A relative data root is relative to the recipe file, so a recipe works from any cwd.
@@ -278,6 +300,33 @@ def recipe_from_dict(raw: Any, *, source: str = "<recipe>", base_dir: Path | Non
         raise KdedgeError(f"{source}: data.root: directory {recipe.data.root} does not exist; "
                           f"create it and put the {recipe.data.dataset} files there, or remove data.root")
     return recipe
+
+
+def _teacher_from_run(recipe: Recipe, source: str) -> Recipe:
+    """Fill teacher.model/train from the run named by teacher.from_run (whose teacher must be finished)."""
+    root = recipe.teacher.from_run
+    manifest_path = root / "manifest.json"
+    try:
+        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+        theirs = manifest["recipe"]["teacher"]
+        finished = manifest.get("stages", {}).get("teacher", {}).get("status") == "complete"
+    except (OSError, ValueError, KeyError, TypeError):
+        raise KdedgeError(f"{source}: teacher.from_run: {root} is not a kdedge run with a teacher "
+                          f"(no readable {manifest_path}); train it first with `kdedge train`") from None
+    if not finished:
+        raise KdedgeError(f"{source}: teacher.from_run: the teacher in {root} is not finished; "
+                          "finish it with `kdedge train <its recipe> --resume`")
+    mine = recipe.teacher
+    for key in ("model", "train"):
+        given = getattr(mine, key)
+        if given is not None and given.model_dump(mode="json") != theirs[key]:
+            raise KdedgeError(f"{source}: teacher.{key}: differs from the teacher of {root}; "
+                              f"remove teacher.{key} (it is read from that run) or drop from_run")
+    try:
+        teacher = TeacherConfig.model_validate({**theirs, "calibrate": mine.calibrate, "from_run": str(root)})
+    except ValidationError as exc:
+        raise KdedgeError(f"{manifest_path}: teacher: {_describe(exc)}") from None
+    return recipe.model_copy(update={"teacher": teacher})
 
 
 def _describe(exc: ValidationError) -> str:
@@ -341,6 +390,8 @@ def _check_registered(recipe: Recipe, source: str) -> None:
     roles = [("teacher", recipe.teacher)] + ([("student", recipe.student)] if recipe.student else [])
     roles += [(f"assistants.{name}", cfg) for name, cfg in recipe.assistants.items()]
     for role, cfg in roles:
+        if cfg.model is None:
+            continue  # a teacher.from_run not trained yet (recipe check only)
         kwargs = _check_options(MODELS, cfg.model.name, cfg.model.kwargs, MODEL_FIXED,
                                 f"{role}.model", "name", source, own_keys=["name"])
         _check_model_values(cfg.model.name, kwargs, f"{role}.model", source)
@@ -380,6 +431,8 @@ def _check_losses(recipe: Recipe, source: str) -> None:
                               "unlabeled; set distill.transfer.pseudo_labels: true or use hinton")
         if loss.kind == "features":
             for side, role in (("student", recipe.student), ("teacher", recipe.teacher)):
+                if role.model is None:
+                    continue
                 try:
                     validate_paths(_meta_model(role.model), [getattr(params, side)])
                 except KdedgeError as exc:

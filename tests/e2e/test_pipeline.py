@@ -32,17 +32,35 @@ def _copy_recipe(src: Path, dst_dir: Path, **overrides) -> Path:
     return dst
 
 
-def test_demo_recipe_train_calibrate_show(tmp_path: Path):
-    """The README's main job (make demo), on the embedded Fashion-MNIST subset."""
+def test_demo_recipe_distill_chain(tmp_path: Path):
+    """The README's main job (make demo) on the embedded Fashion-MNIST subset: teacher, calibration,
+    KD student and no-KD baseline, then the summary table."""
     recipe = _copy_recipe(REPO / "recipes" / "demo.yaml", tmp_path, output_dir=str(tmp_path / "runs"))
-    kdedge("train", str(recipe), cwd=tmp_path)
+    distilled = kdedge("distill", str(recipe), cwd=tmp_path)
+    assert "KD: hinton" in distilled.stdout and "baseline" in distilled.stdout
     run = tmp_path / "runs" / "demo"
-    calibrated = kdedge("calibrate", str(run), cwd=tmp_path)
-    assert "T* =" in calibrated.stdout
+    stages = json.loads((run / "manifest.json").read_text())["stages"]
+    assert stages["teacher"]["test"]["accuracy"] >= 0.80  # 4k real images, a few epochs
+    assert stages["calibration"]["temperature"] > 0
+    assert stages["student"]["parameters"] < stages["teacher"]["parameters"]
     shown = kdedge("show", str(run), cwd=tmp_path)
     assert "temperature T*" in shown.stdout
-    teacher = json.loads((run / "manifest.json").read_text())["stages"]["teacher"]
-    assert teacher["test"]["accuracy"] >= 0.80  # 4k real images, a few epochs
+
+
+@pytest.mark.parametrize("name,reports", [
+    ("demo_sweep", ["sweep/distill.losses_0.temperature/sweep", "sweep/distill.losses_0.temperature/ensemble"]),
+    ("demo_chain", ["chain/chain", "symmetry/symmetry"]),
+    ("demo_features", []),
+])
+def test_shipped_experiment_recipes_run(name: str, reports: list[str], tmp_path: Path):
+    recipe = _copy_recipe(REPO / "recipes" / f"{name}.yaml", tmp_path, output_dir=str(tmp_path / "runs"))
+    kdedge("distill", str(recipe), cwd=tmp_path)
+    run = tmp_path / "runs" / name
+    stages = json.loads((run / "manifest.json").read_text())["stages"]
+    assert stages["student"]["status"] == stages["baseline"]["status"] == "complete"
+    for report in reports:
+        assert json.loads((run / f"{report}.json").read_text())
+        assert (run / f"{report}.md").is_file() and (run / f"{report}.png").is_file()
 
 
 @pytest.mark.skipif(not (FMNIST / "train-images-idx3-ubyte.gz").exists(),

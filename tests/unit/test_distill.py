@@ -157,3 +157,38 @@ def test_bad_distill_inputs_one_line_exit_2_nothing_written(overrides, needle, t
 def test_distill_needs_a_student(make_recipe, cli):
     result = cli("distill", make_recipe({"distill": KD["distill"]}))
     assert result.exit_code == 2 and "distill needs a student" in result.stderr
+
+
+def test_teacher_from_another_run_is_imported_not_retrained(tmp_path: Path, make_recipe, cli):
+    teacher_recipe = make_recipe(filename="teacher.yaml")
+    assert cli("train", teacher_recipe).exit_code == 0
+    assert cli("calibrate", tmp_path / "runs" / "tiny").exit_code == 0
+    kd = {k: v for k, v in KD.items() if k != "teacher"}
+    kd = deep_update(kd, {"name": "kd", "output_dir": str(tmp_path / "runs"),
+                          "teacher": {"from_run": str(tmp_path / "runs" / "tiny")},
+                          "distill": {"losses": [{"name": "hinton", "temperature": "calibrated"}]}})
+    path = make_recipe(raw=__import__("yaml").safe_dump(kd), filename="kd.yaml")
+    result = cli("distill", path)
+    assert result.exit_code == 0, result.stderr
+    assert "imported the finished teacher" in result.stdout and "teacher epoch" not in result.stdout
+    src = tmp_path / "runs" / "tiny"
+    dst = tmp_path / "runs" / "kd"
+    assert (dst / "teacher" / "model.pt").read_bytes() == (src / "teacher" / "model.pt").read_bytes()
+    manifest = json.loads((dst / "manifest.json").read_text())
+    source_manifest = json.loads((src / "manifest.json").read_text())
+    assert manifest["stages"]["teacher"]["imported_from"] == str(src)
+    assert manifest["temperatures"] == source_manifest["temperatures"]
+    assert manifest["stages"]["student"]["kd"]["losses"][0]["temperature"] == source_manifest["temperatures"]["teacher"]
+    assert manifest["recipe"]["teacher"]["model"] == source_manifest["recipe"]["teacher"]["model"]
+
+
+@pytest.mark.parametrize("teacher,needle", [
+    ({"from_run": "/nonexistent/run"}, "teacher.from_run: /nonexistent/run is not a kdedge run"),
+    ({}, "the teacher needs model: and train:, or from_run:"),
+])
+def test_bad_teacher_sources(teacher, needle, tmp_path: Path, make_recipe, cli):
+    kd = {k: v for k, v in KD.items() if k != "teacher"}
+    kd["teacher"] = teacher
+    kd["output_dir"] = str(tmp_path / "runs")
+    result = cli("distill", make_recipe(raw=__import__("yaml").safe_dump(kd)))
+    assert result.exit_code == 2 and needle in result.stderr, result.stderr
