@@ -30,6 +30,7 @@ EXIT_INTERRUPTED = 130
 ForceOpt = Annotated[bool, typer.Option("--force", help="Replace a run made by a different recipe, or restart it.")]
 DeviceOpt = Annotated[Optional[str], typer.Option("--device", help="auto | cpu | cuda (overrides the recipe).")]
 ThreadsOpt = Annotated[Optional[int], typer.Option("--threads", min=1, help="CPU threads for torch.")]
+ResumeOpt = Annotated[bool, typer.Option("--resume", help="Continue interrupted stages from their last finished epoch.")]
 
 
 def _fail(message: str, code: int = EXIT_USAGE) -> None:
@@ -63,23 +64,28 @@ def _context(device: str | None, threads: int | None):
     return StageContext(console=Console(), data_roots=roots, device_override=device)
 
 
+def _open(recipe, recipe_file: Path, device: str | None, threads: int | None, force: bool):
+    """The stage context and the (checked, not yet written) run directory of a recipe."""
+    from kdedge.run import open_run
+
+    return _context(device, threads), open_run(recipe, recipe_file, force=force)
+
+
 @app.command()
 @_user_errors
 def train(
     recipe_file: Annotated[Path, typer.Argument(help="YAML recipe (see recipes/).")],
-    resume: Annotated[bool, typer.Option("--resume", help="Continue from the last finished epoch.")] = False,
+    resume: ResumeOpt = False,
     force: ForceOpt = False,
     device: DeviceOpt = None,
     threads: ThreadsOpt = None,
 ) -> None:
     """Train the recipe's teacher into <output_dir>/<name>/teacher/ (reused when already finished)."""
     from kdedge.recipe import load_recipe
-    from kdedge.run import open_run
     from kdedge.stages.teacher import train_teacher
 
     recipe = load_recipe(recipe_file)
-    ctx = _context(device, threads)
-    planned = open_run(recipe, recipe_file, force=force)
+    ctx, planned = _open(recipe, recipe_file, device, threads, force)
     summary = train_teacher(recipe, planned, ctx, resume=resume)
     run = planned.run
     ctx.print(f"[bold green]teacher done[/]: test accuracy {summary['test']['accuracy']:.4f}, "
@@ -90,20 +96,18 @@ def train(
 @_user_errors
 def distill(
     recipe_file: Annotated[Path, typer.Argument(help="YAML recipe with student: and distill: sections.")],
-    resume: Annotated[bool, typer.Option("--resume", help="Continue interrupted stages from their last epoch.")] = False,
+    resume: ResumeOpt = False,
     force: ForceOpt = False,
     device: DeviceOpt = None,
     threads: ThreadsOpt = None,
 ) -> None:
     """Train (or reuse) the teacher, calibrate it if asked, distil the student and train its no-KD baseline."""
     from kdedge.recipe import load_recipe
-    from kdedge.run import open_run
     from kdedge.stages.distill import distill as run_distill
     from kdedge.summary import run_summary_table
 
     recipe = load_recipe(recipe_file)
-    ctx = _context(device, threads)
-    planned = open_run(recipe, recipe_file, force=force)
+    ctx, planned = _open(recipe, recipe_file, device, threads, force)
     run_distill(recipe, planned, ctx, resume=resume)
     ctx.print(run_summary_table(planned.run))
 
@@ -115,14 +119,13 @@ def sweep(
     set_: Annotated[Optional[str], typer.Option("--set", help="FIELD=VALUES, e.g. distill.losses[0].temperature=1:20 "
                                                               "or student.model.widths=[32],[64] (else the recipe's sweep:)")] = None,
     ensemble: Annotated[bool, typer.Option("--ensemble", help="Also vote the students as ensembles.")] = False,
-    resume: Annotated[bool, typer.Option("--resume", help="Continue interrupted stages.")] = False,
+    resume: ResumeOpt = False,
     force: ForceOpt = False,
     device: DeviceOpt = None,
     threads: ThreadsOpt = None,
 ) -> None:
     """One student per value of a recipe field (teacher and baseline reused); table + plot of accuracy."""
     from kdedge.recipe import load_recipe, with_sweep
-    from kdedge.run import open_run
     from kdedge.stages.distill import distill as run_distill
 
     recipe = load_recipe(recipe_file)
@@ -130,8 +133,7 @@ def sweep(
         recipe = with_sweep(recipe, set_, ensemble=ensemble, source=str(recipe_file))
     elif recipe.sweep is None:
         raise KdedgeError(f"{recipe_file}: no sweep: section; pass --set FIELD=VALUES")
-    ctx = _context(device, threads)
-    planned = open_run(recipe, recipe_file, force=force)
+    ctx, planned = _open(recipe, recipe_file, device, threads, force)
     run_distill(recipe, planned, ctx, resume=resume)
 
 

@@ -160,6 +160,12 @@ class DistillConfig(_Strict):
     baseline: bool = Field(True, description="also train the same student on hard labels only (no KD)")
     cache_teacher: bool = Field(True, description="compute teacher outputs once when inputs are not augmented")
 
+    @model_validator(mode="after")
+    def _check_weights(self) -> "DistillConfig":
+        if all(loss.weight == 0 for loss in self.losses):
+            raise ValueError("every distillation loss has weight 0; give at least one a positive weight")
+        return self
+
 
 class SweepConfig(_Strict):
     """One student per value of one recipe field (seed 001: accuracy vs temperature)."""

@@ -151,3 +151,10 @@ class ConvClassifier(nn.Module):
         if hasattr(self.head, "act"):  # pre-activation nets: the activated last map (WRN)
             paths.append("head.act")
         return paths + ["head.flatten"]
+
+
+def blocks_per_stage(depth: int, fixed_layers: int, examples: str) -> int:
+    """Blocks per stage of a 3-stage CIFAR net of `depth` = 6n + fixed_layers (two convs per block)."""
+    if isinstance(depth, bool) or not isinstance(depth, int) or depth < 6 + fixed_layers or (depth - fixed_layers) % 6:
+        raise ModelConfigError("depth", f"must be 6n+{fixed_layers} with n >= 1 ({examples}, ...), got {depth!r}")
+    return (depth - fixed_layers) // 6

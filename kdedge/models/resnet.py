@@ -16,9 +16,9 @@ import torch
 from torch import nn
 
 from kdedge.models import MODELS
+from kdedge.models.base import blocks_per_stage as _blocks_per_stage
 from kdedge.models.base import (
     ConvClassifier,
-    ModelConfigError,
     check_common,
     check_dropout,
     check_positive,
@@ -48,11 +48,7 @@ class BasicBlock(nn.Module):
 
 
 def blocks_per_stage(depth: int) -> int:
-    if isinstance(depth, bool) or not isinstance(depth, int) or depth < 8 or (depth - 2) % 6:
-        raise ModelConfigError(
-            "depth", f"must be 6n+2 with n >= 1 (8, 14, 20, 32, 44, 56, 110, ...), got {depth!r}"
-        )
-    return (depth - 2) // 6
+    return _blocks_per_stage(depth, 2, "8, 14, 20, 32, 44, 56, 110")
 
 
 def build_resnet(

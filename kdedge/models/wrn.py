@@ -17,9 +17,9 @@ import torch
 from torch import nn
 
 from kdedge.models import MODELS
+from kdedge.models.base import blocks_per_stage as _blocks_per_stage
 from kdedge.models.base import (
     ConvClassifier,
-    ModelConfigError,
     check_common,
     check_dropout,
     check_positive,
@@ -50,11 +50,7 @@ class WideBlock(nn.Module):
 
 
 def blocks_per_stage(depth: int) -> int:
-    if isinstance(depth, bool) or not isinstance(depth, int) or depth < 10 or (depth - 4) % 6:
-        raise ModelConfigError(
-            "depth", f"must be 6n+4 with n >= 1 (10, 16, 22, 28, 40, ...), got {depth!r}"
-        )
-    return (depth - 4) // 6
+    return _blocks_per_stage(depth, 4, "10, 16, 22, 28, 40")
 
 
 def build_wrn(

@@ -141,12 +141,10 @@ def distill_student(recipe: Recipe, run: RunDir, ctx: StageContext, *, data: Pre
                     device: torch.device, resume: bool, temperature: float | None, seed: int | None = None,
                     fingerprint_extra: str = "") -> dict[str, Any]:
     """Train one KD student into <run>/<stage> (reused when finished)."""
-    record = finished_record(run, stage)
-    if record:
-        ctx.print(f"[green]{stage}[/]: reusing the finished student (test accuracy {record['test']['accuracy']:.4f})")
-        return record
     fingerprint = f"{recipe.hash}:{stage}:{fingerprint_extra}"
-    resume_state = resume_state_for(run, stage, fingerprint, resume=resume)
+    record, resume_state = _reuse_or_resume(run, stage, fingerprint, ctx, resume=resume)
+    if record:
+        return record
     cfg = student.train
     training = transfer.training
     teacher_paths = sorted({t.feature_paths[1] for t in terms if t.feature_paths})
@@ -167,16 +165,24 @@ def distill_student(recipe: Recipe, run: RunDir, ctx: StageContext, *, data: Pre
     return train_role(job, run=run, data=data, ctx=ctx, device=device, resume_state=resume_state)
 
 
+def _reuse_or_resume(run: RunDir, stage: str, fingerprint: str, ctx: StageContext, *,
+                     resume: bool) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+    """(finished record, None) to reuse a stage, else (None, the checkpoint to resume from or None)."""
+    record = finished_record(run, stage)
+    if record:
+        ctx.print(f"[green]{stage}[/]: reusing the finished model (test accuracy {record['test']['accuracy']:.4f})")
+        return record, None
+    return None, resume_state_for(run, stage, fingerprint, resume=resume)
+
+
 def train_baseline(recipe: Recipe, run: RunDir, ctx: StageContext, *, data: PreparedData, transfer: TransferSet,
                    student: RoleConfig, stage: str, device: torch.device, resume: bool,
                    seed: int | None = None) -> dict[str, Any]:
     """The same student on the same images with hard (true) labels only: no teacher."""
-    record = finished_record(run, stage)
-    if record:
-        ctx.print(f"[green]{stage}[/]: reusing the finished baseline (test accuracy {record['test']['accuracy']:.4f})")
-        return record
     fingerprint = f"{recipe.hash}:{stage}"
-    resume_state = resume_state_for(run, stage, fingerprint, resume=resume)
+    record, resume_state = _reuse_or_resume(run, stage, fingerprint, ctx, resume=resume)
+    if record:
+        return record
     cfg = student.train
     job = RoleJob(stage=stage, role="student", config=student, training=transfer.true_labels,
                   make_step=lambda model: (supervised_step(model, label_smoothing=cfg.label_smoothing), None),

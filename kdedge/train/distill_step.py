@@ -101,7 +101,7 @@ def make_distill_step(student: nn.Module, teacher: nn.Module, terms: list[KDTerm
                 t_feats = {p: teacher_tap.features[p] for p in teacher_paths}
         s_logits = student(x)
         labels = y if label_mode == "labels" else None
-        total = s_logits.new_zeros(())
+        total: torch.Tensor | None = None
         adapter_iter = iter(adapters)
         for term in terms:
             if term.weight == 0:
@@ -113,7 +113,10 @@ def make_distill_step(student: nn.Module, teacher: nn.Module, terms: list[KDTerm
                 value = term.definition.fn(student_tap.features[s_path], t_feats[t_path], next(adapter_iter))
             else:
                 value = term.definition.fn(s_logits, t_logits, labels, **term.options)
-            total = total + term.weight * value
+            value = value if term.weight == 1.0 else term.weight * value  # skip a no-op multiply
+            total = value if total is None else total + value
+        if total is None:
+            raise ValueError("every distillation loss has weight 0; give at least one a positive weight")
         return total, s_logits
 
     return step, adapters

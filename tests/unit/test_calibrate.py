@@ -12,15 +12,6 @@ from kdedge.calibrate import CalibrationResult, apply_temperature, calibrate, fi
 from kdedge.metrics import classification_report, nll
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    # the 2 shared cores are busy with other jobs; two intra-op threads then contend and run ~50x slower
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def planted(t0: float, n: int, c: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Logits z and labels y ~ softmax(z / t0): t0 is the true temperature of this data."""
     g = torch.Generator().manual_seed(seed)

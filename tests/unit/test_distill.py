@@ -138,6 +138,7 @@ BAD = [
     ({"distill": {"losses": [{"name": "hinton", "alpah": 0.5}]}}, "distill.losses[0].alpah: unknown key"),
     ({"distill": {"losses": [{"name": "dkd"}], "transfer": {"unlabeled": True}}}, "needs labels"),
     ({"distill": {"losses": []}}, "distill.losses"),
+    ({"distill": {"losses": [{"name": "hinton", "weight": 0.0}]}}, "every distillation loss has weight 0"),
     ({"distill": {"transfer": {"reduced": {"per_class": 100000}}}}, "distill.transfer.reduced.per_class"),
 ]
 

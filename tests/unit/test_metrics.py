@@ -18,15 +18,6 @@ from kdedge.metrics import (
 )
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    # the 2 shared cores are busy with other jobs; two intra-op threads then contend and run ~50x slower
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def tm_ece(probs: torch.Tensor, labels: torch.Tensor, n_bins: int = 10) -> float:
     c = probs.shape[1]
     return float(multiclass_calibration_error(probs, labels, num_classes=c, n_bins=n_bins, norm="l1"))

@@ -13,15 +13,6 @@ NUM_CLASSES = 7  # not 10, so a shape bug cannot hide behind a matching default
 OPTION_TYPES = (int, float, bool, list[int])
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # the test machine is small and shared; intra-op threads only add contention at batch 2
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _build(name: str, in_channels: int = 3, image_size: int = 32, **kw) -> nn.Module:
     return build_model(name, in_channels=in_channels, num_classes=NUM_CLASSES, image_size=image_size, **kw)
 

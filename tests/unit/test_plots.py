@@ -14,15 +14,6 @@ from kdedge.plots import reliability_diagram
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    # the 2 shared cores are busy with other jobs; two intra-op threads then contend and run ~50x slower
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def curve(seed: int, scale: float):
     g = torch.Generator().manual_seed(seed)
     logits = torch.randn(400, 10, generator=g) * scale
