@@ -461,6 +461,8 @@ def set_field(raw: dict, path: str, value: Any) -> dict:
             raise KdedgeError(f"{path}: {part!r} is not a field name")
         key, indices = match.group(1), [int(i) for i in re.findall(r"\d+", match.group(2))]
         last = n == len(parts) - 1 and not indices
+        if isinstance(node, dict) and node.get(key) is None and not last and not indices:
+            node[key] = {}  # an optional section left out (e.g. distill.transfer.reduced): create it
         if not isinstance(node, dict) or (key not in node and not last):
             raise KdedgeError(f"{path}: no field {key!r} at that place in the recipe")
         if last:

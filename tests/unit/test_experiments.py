@@ -79,3 +79,12 @@ def test_bad_experiment_sections(overrides, needle):
 def test_experiments_do_not_change_the_run_hash():
     base = recipe_from_dict(KD).hash
     assert recipe_from_dict(deep_update(KD, {"sweep": {"set": "distill.losses[0].alpha", "values": [0.1]}})).hash == base
+
+
+def test_per_class_sweep_creates_the_reduced_section():
+    from kdedge.recipe import sweep_point
+
+    recipe = recipe_from_dict(deep_update(KD, {"sweep": {"set": "distill.transfer.reduced.per_class", "values": [10, 50]}}))
+    assert sweep_point(recipe, 10).distill.transfer.reduced.per_class == 10
+    with pytest.raises(KdedgeError, match=r"sweep.values: 0 for distill.transfer.reduced.per_class"):
+        recipe_from_dict(deep_update(KD, {"sweep": {"set": "distill.transfer.reduced.per_class", "values": [0]}}))
