@@ -4,25 +4,35 @@
 PYTHON      ?= python3
 VENV        ?= .venv
 # torch is pinned here, not in pyproject: a bare `torch` requirement pulls a multi-GB CUDA build.
-# The default index is PyTorch's CPU-only one; for CUDA use e.g.
-# TORCH_INDEX=https://download.pytorch.org/whl/cu126, or TORCH_INDEX= for PyPI's default build.
+# Where pip is configured with a local CPU wheel (as on kdedge's CI machines) the default takes it.
+# Elsewhere choose the build: TORCH_INDEX=https://download.pytorch.org/whl/cpu (CPU only, small) or
+# TORCH_INDEX=https://download.pytorch.org/whl/cu126 (CUDA); empty means pip's default index.
 TORCH       ?= torch==2.13.0
-TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
+TORCH_INDEX ?=
 FMNIST_DIR  ?= /usr/share/datasets/fashion-mnist
 
-BIN   := $(VENV)/bin
-STAMP := $(VENV)/.kdedge-installed
+BIN        := $(VENV)/bin
+CORE_STAMP := $(VENV)/.kdedge-core
+DEV_STAMP  := $(VENV)/.kdedge-dev
 
-.PHONY: install demo test test-fast test-slow fmnist-data clean
+.PHONY: install install-dev demo test test-fast test-slow fmnist-data clean
 
-$(STAMP): pyproject.toml
+# the package and what it needs to run (the demo needs nothing more)
+$(CORE_STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX)) "$(TORCH)"
-	$(BIN)/python -m pip install -e ".[dev]"
-	touch $(STAMP)
+	$(BIN)/python -m pip install -e .
+	touch $(CORE_STAMP)
 
-install: $(STAMP)
+# plus the test tools and extra offline datasets
+$(DEV_STAMP): $(CORE_STAMP)
+	$(BIN)/python -m pip install -e ".[dev]"
+	touch $(DEV_STAMP)
+
+install: $(CORE_STAMP)
+
+install-dev: $(DEV_STAMP)
 
 demo: install
 	$(BIN)/kdedge distill recipes/demo.yaml
@@ -38,10 +48,10 @@ fmnist-data:
 		     "Install it with: sudo apt-get install dataset-fashion-mnist"; \
 	fi
 
-test-fast: install
+test-fast: install-dev
 	$(BIN)/pytest
 
-test-slow: install fmnist-data
+test-slow: install-dev fmnist-data
 	$(BIN)/pytest -m slow
 
 test: test-fast test-slow
