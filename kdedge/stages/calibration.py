@@ -12,7 +12,7 @@ from kdedge.modelfile import load_model
 from kdedge.plots import reliability_diagram
 from kdedge.run import RunDir
 from kdedge.stages.context import StageContext
-from kdedge.stages.data import check_same_data, prepare_data
+from kdedge.stages.data import PreparedData, check_same_data, prepare_data
 from kdedge.stages.teacher import MODEL_FILE, STAGE as TEACHER
 from kdedge.train.evaluate import predict_logits
 
@@ -21,16 +21,17 @@ RELIABILITY_FILE = "reliability.png"
 N_BINS = 10
 
 
-def calibrate_teacher(run: RunDir, ctx: StageContext) -> dict[str, Any]:
+def calibrate_teacher(run: RunDir, ctx: StageContext, data: PreparedData | None = None) -> dict[str, Any]:
+    """Fit T* on the validation split. `data` may be passed when the caller has already loaded it."""
     recipe = run.recipe()
     record = run.stage_record(TEACHER)
     model_path = run.stage_dir(TEACHER) / MODEL_FILE
     if not record or record.get("status") != "complete":
         raise KdedgeError(f"{run.root}: the teacher is not trained yet; run `kdedge train` on its recipe first")
-    model, _ = load_model(model_path, fix=f"retrain the teacher with `kdedge train RECIPE --force`")
+    model, _ = load_model(model_path, fix="retrain the teacher with `kdedge train RECIPE --force`")
     device = ctx.device(recipe.device)
     model.to(device)
-    data = prepare_data(recipe, ctx.data_roots)
+    data = data or prepare_data(recipe, ctx.data_roots)
     check_same_data(run.read_manifest().get("data"), data, run.manifest_path)
     batch = recipe.teacher.train.eval_batch_size
     val = data.training.val

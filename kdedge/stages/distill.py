@@ -54,7 +54,7 @@ def distill(recipe: Recipe, planned: PlannedRun, ctx: StageContext, *, resume: b
     transfer_images = transfer_subset(recipe, data)  # checked before anything is trained or written
     train_teacher(recipe, planned, ctx, resume=resume, data=data)
     run = planned.run
-    temperature = _teacher_temperature(recipe, run, ctx)
+    temperature = _teacher_temperature(recipe, run, ctx, data)
     device = ctx.device(recipe.device)
     teacher, _ = load_model(model_path(run, TEACHER), fix="retrain it with `kdedge distill RECIPE --force`")
     teacher.to(device).eval()
@@ -79,13 +79,13 @@ def distill(recipe: Recipe, planned: PlannedRun, ctx: StageContext, *, resume: b
     return run.read_manifest()["stages"]
 
 
-def _teacher_temperature(recipe: Recipe, run: RunDir, ctx: StageContext) -> float | None:
+def _teacher_temperature(recipe: Recipe, run: RunDir, ctx: StageContext, data: PreparedData) -> float | None:
     """T*, fitted on the validation split, when the recipe calibrates or distils with it."""
     if not (recipe.teacher.calibrate or recipe.uses_calibrated_temperature()):
         return None
     t = run.read_manifest().get("temperatures", {}).get("teacher")
     if t is None:
-        t = calibrate_teacher(run, ctx)["temperature"]
+        t = calibrate_teacher(run, ctx, data)["temperature"]
         ctx.print(f"[cyan]calibration[/]: teacher T* = {t:.4f} (fitted on the validation split)")
     return float(t)
 
