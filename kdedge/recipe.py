@@ -176,9 +176,54 @@ class SweepConfig(_Strict):
     ensemble: bool = Field(False, description="also vote the sweep's students as an ensemble (majority, mean-prob, best-k)")
 
 
+class QuantConfig(_Strict):
+    """Quantized distillation (QAT-KD): the student trained again under INT8 fake quantization."""
+
+    mode: Literal["qat"] = Field(description="qat: quantization-aware training with the KD losses")
+    backend: Literal["modelopt"] = Field(description="modelopt: NVIDIA Model Optimizer fake quant "
+                                                     "(pip install 'kdedge[modelopt]')")
+    init: Literal["student", "scratch"] = Field("student", description="student: fine-tune the fp32 KD student; "
+                                                                        "scratch: a fresh student from random init")
+    calib_images: int = Field(512, gt=0, le=1_000_000,
+                              description="training images (class-balanced) that calibrate the activation ranges")
+    train: TrainConfig | None = Field(None, description="default: init student -> the student's budget with "
+                                                           "epochs // 4 (at least 1), lr / 10, no warm-up; "
+                                                           "init scratch -> the student's budget")
+
+    def resolve_train(self, student: TrainConfig) -> TrainConfig:
+        """The QAT training budget: `train` when given, else derived from the student's."""
+        if self.train is not None:
+            return self.train
+        if self.init == "scratch":
+            return student
+        # Fine-tuning an already trained net: a short run at a small lr keeps it near the fp32 optimum.
+        epochs = max(1, student.epochs // 4)
+        raw = student.model_dump()
+        raw["epochs"] = epochs
+        raw["optimizer"]["lr"] = student.optimizer.lr / 10
+        raw["schedule"]["warmup_epochs"] = 0.0
+        scaled = {m * epochs // student.epochs for m in student.schedule.milestones}
+        raw["schedule"]["milestones"] = sorted(scaled & set(range(1, epochs)))
+        return TrainConfig.model_validate(raw)
+
+
+class ExportConfig(_Strict):
+    """Defaults of `kdedge export` for this recipe's runs (command-line options override them)."""
+
+    min_agreement: float = Field(0.99, ge=0, le=1, description="parity gate: least top-1 agreement of an INT8 "
+                                                                "export with its fp32 model on the test split")
+    max_accuracy_drop: float = Field(0.005, ge=0, le=1, description="parity gate: largest test accuracy drop "
+                                                                    "(0.005 = 0.5 pt)")
+    calib_images: int = Field(512, gt=0, le=1_000_000, description="real training images (class-balanced) "
+                                                                    "that calibrate INT8 scales")
+    calib_method: Literal["minmax", "percentile", "entropy"] = "minmax"
+
+
 # Sections that only add experiments in their own sub-directories; they do not change what the
-# teacher, student and baseline are, so they are left out of the run-compatibility hash.
-EXPERIMENT_SECTIONS = ("sweep", "assistants", "chain", "symmetry")
+# teacher, student and baseline are, so they are left out of the run-compatibility hash. (quant:
+# is fingerprinted by its own stage instead, so adding it keeps a finished teacher and student;
+# export: holds settings of `kdedge export`, recorded beside each artifact.)
+EXPERIMENT_SECTIONS = ("sweep", "assistants", "chain", "symmetry", "quant", "export")
 
 
 class Recipe(_Strict):
@@ -196,11 +241,19 @@ class Recipe(_Strict):
                                               description="extra models for chains, by name")
     chain: Optional[list[str]] = Field(None, min_length=3, description="teacher -> assistant(s) -> student")
     symmetry: bool = Field(False, description="distil the trained student back into an untrained teacher copy")
+    quant: QuantConfig | None = Field(None, description="also train the student under INT8 fake quantization "
+                                                           "(QAT-KD) into <run>/student_qat")
+    export: ExportConfig | None = Field(None, description="parity-gate thresholds and INT8 calibration for "
+                                                          "`kdedge export`")
 
     @model_validator(mode="after")
     def _check_roles(self) -> "Recipe":
         if self.distill is not None and self.student is None:
             raise ValueError("distill needs a student: section (model + train)")
+        if self.quant is not None and self.distill is None:
+            # both inits train with the KD losses; init student also starts from the KD student
+            raise ValueError(f"quant (init: {self.quant.init}) needs a distill: section and a student: "
+                             "(it trains the student under fake quantization with the KD losses)")
         if (self.sweep or self.chain or self.symmetry) and self.distill is None:
             raise ValueError("sweep, chain and symmetry need a distill: section")
         if (self.chain or self.symmetry) and any(loss.name == "hint" for loss in self.distill.losses):
@@ -406,7 +459,8 @@ def _check_registered(recipe: Recipe, source: str) -> None:
     if recipe.sweep is not None:
         for value in recipe.sweep.values:
             try:
-                sweep_point(recipe, value)
+                # a teacher.from_run not trained yet (recipe check only) is not required of the points either
+                sweep_point(recipe, value, require_runs=recipe.teacher.model is not None)
             except KdedgeError as exc:
                 raise KdedgeError(f"{source}: sweep.values: {value!r} for {recipe.sweep.set}: "
                                   f"{exc.message.removeprefix('<sweep point>: ')}") from None
@@ -510,10 +564,11 @@ def with_sweep(recipe: Recipe, assignment: str, *, ensemble: bool, source: str) 
     return recipe_from_dict(raw, source=source)
 
 
-def sweep_point(recipe: Recipe, value: Any) -> Recipe:
+def sweep_point(recipe: Recipe, value: Any, *, require_runs: bool = True) -> Recipe:
     """The recipe of one sweep point: the swept field set, the experiment sections dropped."""
     raw = {k: v for k, v in recipe.to_dict().items() if k not in EXPERIMENT_SECTIONS}
-    return recipe_from_dict(set_field(raw, recipe.sweep.set, value), source="<sweep point>")
+    return recipe_from_dict(set_field(raw, recipe.sweep.set, value), source="<sweep point>",
+                            require_runs=require_runs)
 
 
 def _meta_model(spec: ModelSpec):

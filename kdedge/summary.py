@@ -30,7 +30,7 @@ _ROWS: list[Row] = [
 ]
 
 
-COLUMNS = ("teacher", "baseline", "student")
+COLUMNS = ("teacher", "baseline", "student", "student_qat")  # student_qat: simulated INT8 (QAT-KD)
 
 
 def kd_label(kd: dict[str, Any]) -> str:

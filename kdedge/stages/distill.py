@@ -52,6 +52,10 @@ def distill(recipe: Recipe, planned: PlannedRun, ctx: StageContext, *, resume: b
     if planned.exists:
         check_same_data(planned.run.read_manifest().get("data"), data, planned.run.manifest_path)
     transfer_images = transfer_subset(recipe, data)  # checked before anything is trained or written
+    if recipe.quant is not None:
+        from kdedge.quant.modelopt_backend import require_modelopt
+
+        require_modelopt()  # a missing optional backend fails now, not after the teacher and student
     train_teacher(recipe, planned, ctx, resume=resume, data=data)
     run = planned.run
     temperature = _teacher_temperature(recipe, run, ctx, data)
@@ -66,8 +70,14 @@ def distill(recipe: Recipe, planned: PlannedRun, ctx: StageContext, *, resume: b
     if recipe.distill.baseline:
         train_baseline(recipe, run, ctx, data=data, transfer=transfer, student=recipe.student, stage=BASELINE,
                        device=device, resume=resume)
-    if recipe.sweep or recipe.chain or recipe.symmetry:
+    if recipe.quant is not None:
+        from kdedge.stages.quant import train_qat_student  # (imports this module)
+
+        train_qat_student(recipe, run, ctx, data=data, transfer=transfer, teacher=teacher, terms=terms,
+                          device=device, resume=resume, temperature=temperature)
+    if recipe.sweep or recipe.chain or recipe.symmetry or recipe.quant:
         run.update_manifest(recipe=recipe.to_dict())  # the experiment sections in force for these results
+    if recipe.sweep or recipe.chain or recipe.symmetry:
         inputs = ExperimentInputs(recipe=recipe, run=run, ctx=ctx, data=data, teacher=teacher,
                                   temperature=temperature, device=device, resume=resume)
         if recipe.chain:
@@ -142,9 +152,19 @@ def distill_student(recipe: Recipe, run: RunDir, ctx: StageContext, *, data: Pre
                     fingerprint_extra: str = "") -> dict[str, Any]:
     """Train one KD student into <run>/<stage> (reused when finished)."""
     fingerprint = f"{recipe.hash}:{stage}:{fingerprint_extra}"
-    record, resume_state = _reuse_or_resume(run, stage, fingerprint, ctx, resume=resume)
+    record, resume_state = reuse_or_resume(run, stage, fingerprint, ctx, resume=resume)
     if record:
         return record
+    job = kd_job(recipe, transfer=transfer, teacher=teacher, terms=terms, student=student, stage=stage,
+                 device=device, temperature=temperature, fingerprint=fingerprint,
+                 seed=recipe.seed if seed is None else seed)
+    return train_role(job, run=run, data=data, ctx=ctx, device=device, resume_state=resume_state)
+
+
+def kd_job(recipe: Recipe, *, transfer: TransferSet, teacher: nn.Module, terms: list[KDTerm], student: RoleConfig,
+           stage: str, device: torch.device, temperature: float | None, fingerprint: str, seed: int) -> RoleJob:
+    """The training job of a KD student (fp32 or QAT): the recipe's loss terms, with the teacher's outputs
+    computed once when the student's inputs are not augmented."""
     cfg = student.train
     training = transfer.training
     teacher_paths = sorted({t.feature_paths[1] for t in terms if t.feature_paths})
@@ -155,17 +175,16 @@ def distill_student(recipe: Recipe, run: RunDir, ctx: StageContext, *, data: Pre
         cache = teacher_outputs(teacher, training.train, training.stats, teacher_paths,
                                 batch_size=cfg.eval_batch_size, device=device)
     label_mode = "none" if recipe.distill.transfer.unlabeled and not recipe.distill.transfer.pseudo_labels else "labels"
-    job = RoleJob(
+    return RoleJob(
         stage=stage, role="student", config=student, training=training,
         make_step=lambda model: make_distill_step(model, teacher, terms, label_mode=label_mode, cache=cache, probe=probe),
-        fingerprint=fingerprint, seed=recipe.seed if seed is None else seed,
+        fingerprint=fingerprint, seed=seed,
         record_extra={"kd": {"losses": [{"name": t.name, "weight": t.weight, **t.options} for t in terms],
                              "teacher_temperature": temperature, "transfer": transfer.description,
                              "teacher_cached": cache is not None, "label_mode": label_mode}})
-    return train_role(job, run=run, data=data, ctx=ctx, device=device, resume_state=resume_state)
 
 
-def _reuse_or_resume(run: RunDir, stage: str, fingerprint: str, ctx: StageContext, *,
+def reuse_or_resume(run: RunDir, stage: str, fingerprint: str, ctx: StageContext, *,
                      resume: bool) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
     """(finished record, None) to reuse a stage, else (None, the checkpoint to resume from or None)."""
     record = finished_record(run, stage)
@@ -180,7 +199,7 @@ def train_baseline(recipe: Recipe, run: RunDir, ctx: StageContext, *, data: Prep
                    seed: int | None = None) -> dict[str, Any]:
     """The same student on the same images with hard (true) labels only: no teacher."""
     fingerprint = f"{recipe.hash}:{stage}"
-    record, resume_state = _reuse_or_resume(run, stage, fingerprint, ctx, resume=resume)
+    record, resume_state = reuse_or_resume(run, stage, fingerprint, ctx, resume=resume)
     if record:
         return record
     cfg = student.train

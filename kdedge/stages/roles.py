@@ -33,6 +33,10 @@ METRICS_FILE = "metrics.json"
 # Builds the step for a freshly initialised model; may also return trainable helper modules
 # (e.g. hint adapters) that are optimised and checkpointed with the model.
 StepFactory = Callable[[nn.Module], tuple[StepFn, nn.Module | None]]
+# Turns the freshly initialised model into the one to train (e.g. QAT: load the fp32 student, insert fake
+# quant). It runs before the step is built and before a checkpoint is loaded, whose keys must match it.
+ModelPrep = Callable[[nn.Module], nn.Module]
+ModelSaver = Callable[[Path, nn.Module, ModelSpecRecord], None]
 
 
 @dataclass(frozen=True)
@@ -45,6 +49,8 @@ class RoleJob:
     fingerprint: str           # changes whenever anything that shapes the weights changes
     seed: int
     record_extra: dict[str, Any] = field(default_factory=dict)
+    prepare_model: ModelPrep | None = None
+    save: ModelSaver = save_model  # writes <stage>/model.pt (QAT models need their quantizer state too)
 
 
 def finished_record(run: RunDir, stage: str, *, exists: bool = True) -> dict[str, Any] | None:
@@ -76,6 +82,8 @@ def train_role(job: RoleJob, *, run: RunDir, data: PreparedData, ctx: StageConte
                            image_size=data.input_shape[1])
     torch.manual_seed(job.seed)  # weight init
     model = spec.build()
+    if job.prepare_model is not None:
+        model = job.prepare_model(model)
     step, helpers = job.make_step(model)
     cfg = job.config.train
     ctx.print(f"[cyan]{job.stage}[/]: {spec.name} ({parameter_count(model):,} parameters), "
@@ -89,7 +97,7 @@ def train_role(job: RoleJob, *, run: RunDir, data: PreparedData, ctx: StageConte
                "train_time_s": result.train_time_s, "wall_time_s": time.perf_counter() - t0,
                "resumed_from_epoch": result.resumed_from_epoch, "device": str(device), **job.record_extra,
                **split_reports(model, data, cfg.eval_batch_size, device)}
-    save_model(out_dir / MODEL_FILE, model, spec)
+    job.save(out_dir / MODEL_FILE, model, spec)
     write_json(out_dir / METRICS_FILE, {**summary, "history": result.history})
     run.update_manifest(stages={job.stage: summary}, timings={f"{job.stage}_train_s": result.train_time_s})
     return summary

@@ -1,0 +1,1 @@
+"""Quantization backends. Each imports its optional dependency lazily, so kdedge runs without them."""
