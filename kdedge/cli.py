@@ -139,6 +139,69 @@ def sweep(
 
 @app.command()
 @_user_errors
+def export(
+    run_dir: Annotated[Path, typer.Argument(help="Run directory made by `kdedge distill`.")],
+    int8: Annotated[bool, typer.Option("--int8", help="fp32 ONNX + ONNX Runtime INT8 + TensorRT-form INT8 "
+                                                      "(the last where nvidia-modelopt is installed).")] = False,
+    format_: Annotated[Optional[list[str]], typer.Option("--format", "-f", help="Formats to write (repeat or "
+                                                         "comma-separate); `kdedge list formats` shows them.")] = None,
+    models: Annotated[Optional[str], typer.Option("--models", help="Comma list: teacher,student,baseline,"
+                                                  "student_qat (default: every finished one).")] = None,
+    calib_images: Annotated[Optional[int], typer.Option("--calib-images", min=1, help="Real training images "
+                                                        "(stratified) that calibrate INT8 scales (default: recipe, "
+                                                        "else 512).")] = None,
+    calib_method: Annotated[Optional[str], typer.Option("--calib-method", help="minmax | percentile | entropy "
+                                                        "(ONNX Runtime INT8; default: recipe, else minmax).")] = None,
+    quantization: Annotated[str, typer.Option("--quantization", help="auto | static | dynamic (ONNX Runtime "
+                                              "INT8; auto = dynamic for models without convolutions).")] = "auto",
+    min_agreement: Annotated[Optional[float], typer.Option("--min-agreement", help="Parity gate: least top-1 "
+                                                           "agreement with fp32 (default: recipe, else 0.99).")] = None,
+    max_drop: Annotated[Optional[float], typer.Option("--max-drop", help="Parity gate: largest accuracy drop, "
+                                                      "0.005 = 0.5 pt (default: recipe, else 0.005).")] = None,
+    allow_drop: Annotated[bool, typer.Option("--allow-drop", help="Keep INT8 exports that fail the parity gate "
+                                             "(recorded as such in the manifest).")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Replace existing exports made with other settings.")] = False,
+    threads: ThreadsOpt = None,
+) -> None:
+    """Export the run's models: fp32 ONNX, INT8 for ONNX Runtime and TensorRT, TensorRT engines."""
+    from kdedge.export.formats import INT8_DEFAULT, parse_formats
+    from kdedge.export.ort_int8 import CALIB_METHODS
+    from kdedge.export.parity import ParityThresholds
+    from kdedge.stages.export import ExportOptions, export_run, export_settings, export_table
+
+    if calib_method is not None and calib_method not in CALIB_METHODS:
+        raise KdedgeError(f"--calib-method {calib_method!r}: valid: {', '.join(CALIB_METHODS)}")
+    if quantization not in ("auto", "static", "dynamic"):
+        raise KdedgeError(f"--quantization {quantization!r}: valid: auto, static, dynamic")
+    ctx = _context(None, threads)
+    requested = list(format_ or [])
+    if int8:
+        requested += [name for name in INT8_DEFAULT if name != "onnx-int8-trt" or _modelopt_available(ctx)]
+    formats = parse_formats(requested or ["onnx"])
+    settings = export_settings(run_dir, min_agreement=min_agreement, max_accuracy_drop=max_drop,
+                               calib_images=calib_images, calib_method=calib_method)
+    options = ExportOptions(
+        formats=formats, models=[m.strip() for m in models.split(",") if m.strip()] if models else None,
+        calib_images=settings.calib_images, calib_method=settings.calib_method,
+        quantization=quantization,  # type: ignore[arg-type]
+        thresholds=ParityThresholds(settings.min_agreement, settings.max_accuracy_drop),
+        allow_drop=allow_drop, force=force)
+    exports = export_run(run_dir, ctx, options)
+    ctx.print(export_table(run_dir, exports))
+
+
+def _modelopt_available(ctx) -> bool:
+    from importlib.util import find_spec
+
+    if find_spec("modelopt") is None:
+        ctx.print("[yellow]note[/]: TensorRT-form INT8 (onnx-int8-trt) skipped: nvidia-modelopt is not installed; "
+                  "pip install 'kdedge[modelopt]'")
+        return False
+    return True
+
+
+@app.command()
+@_user_errors
 def calibrate(
     run_dir: Annotated[Path, typer.Argument(help="Run directory made by `kdedge train`.")],
     device: DeviceOpt = None,
@@ -168,15 +231,21 @@ def show(run_dir: Annotated[Path, typer.Argument(help="Run directory.")]) -> Non
 @app.command("list")
 @_user_errors
 def list_registered(
-    what: Annotated[str, typer.Argument(help="models | datasets")],
+    what: Annotated[str, typer.Argument(help="models | datasets | formats")],
 ) -> None:
-    """List the registered models or datasets."""
+    """List the registered models or datasets, or the export formats."""
     from kdedge.data import DATASETS
     from kdedge.models import MODELS
 
+    if what == "formats":
+        from kdedge.export.formats import formats_table
+        from kdedge.markdown import markdown_table
+
+        print(markdown_table(["format", "file", "runtime", "what for", "install"], formats_table()))
+        return
     registries = {"models": MODELS, "datasets": DATASETS}
     if what not in registries:
-        raise KdedgeError(f"list: unknown kind {what!r}; allowed: {', '.join(registries)}")
+        raise KdedgeError(f"list: unknown kind {what!r}; allowed: {', '.join(registries)}, formats")
     for name in registries[what].names():
         print(name)
 

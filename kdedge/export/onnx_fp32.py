@@ -1,0 +1,53 @@
+"""fp32 ONNX export: one file, dynamic batch dimension, checked against torch before it is kept."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import warnings
+from pathlib import Path
+
+import torch
+from torch import nn
+
+OPSET = 18
+INPUT_NAME = "images"
+OUTPUT_NAME = "logits"
+
+
+@contextlib.contextmanager
+def _quiet_exporter():
+    """The exporters print progress and warn about things that do not concern a user (torchvision ops,
+    deprecations); keep the terminal for kdedge's own messages. Errors still raise."""
+    logger = logging.getLogger("torch.onnx")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        logger.setLevel(level)
+
+
+def export_onnx(model: nn.Module, sample: torch.Tensor, path: Path, *, exporter: str = "dynamo") -> None:
+    """Write `model` (eval mode, CPU) to `path` with a dynamic batch dimension.
+
+    dynamo is torch's current exporter; `torchscript` is kept for models it cannot trace yet
+    (nvidia-modelopt's fake-quant modules, whose Q/DQ nodes TensorRT reads)."""
+    model = model.eval().cpu()
+    sample = sample.cpu()
+    with _quiet_exporter(), torch.inference_mode(False), torch.no_grad():
+        if exporter == "dynamo":
+            torch.onnx.export(
+                model, (sample,), str(path), input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+                opset_version=OPSET, dynamo=True, external_data=False,
+                dynamic_shapes=({0: torch.export.Dim("batch")},))
+        elif exporter == "torchscript":
+            torch.onnx.export(
+                model, (sample,), str(path), input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+                opset_version=17, dynamo=False,
+                dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}})
+        else:
+            raise ValueError(f"unknown exporter {exporter!r}")
