@@ -60,7 +60,10 @@ def quantize_static_qdq(fp32_path: Path, out_path: Path, calibration: np.ndarray
 
 def quantize_dynamic_int8(fp32_path: Path, out_path: Path) -> None:
     from onnxruntime.quantization import QuantType, quantize_dynamic
+    from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    with contextlib.redirect_stdout(io.StringIO()):
-        quantize_dynamic(os.fspath(fp32_path), os.fspath(out_path), weight_type=QuantType.QInt8, per_channel=True,
+    with tempfile.TemporaryDirectory(prefix="kdedge-quant-") as tmp, contextlib.redirect_stdout(io.StringIO()):
+        prepared = Path(tmp) / "prepared.onnx"
+        quant_pre_process(os.fspath(fp32_path), os.fspath(prepared))
+        quantize_dynamic(os.fspath(prepared), os.fspath(out_path), weight_type=QuantType.QInt8, per_channel=True,
                          reduce_range=REDUCE_RANGE)

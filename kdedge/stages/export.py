@@ -129,15 +129,18 @@ def export_settings(run_root: Path, **given: Any) -> ExportConfig:
 def export_table(run_root: Path, exports: dict[str, Any]):
     from rich.table import Table
 
-    table = Table(title=f"exports of {run_root}")
-    for column in ("model", "format", "file", "size KiB", "agreement", "accuracy", "Δ pt", "gate"):
-        table.add_column(column, justify="right" if column in ("size KiB", "agreement", "accuracy", "Δ pt") else "left")
+    table = Table(title=f"exports of {run_root} (parity on the test split)")
+    table.add_column("model")
+    table.add_column("format")
+    for column in ("KiB", "agree", "acc", "Δ pt"):
+        table.add_column(column, justify="right")
+    table.add_column("gate")
     for stage, formats in exports.items():
         for name, entry in formats.items():
             p = entry["parity"]
-            gate = "fp32" if name == "onnx" else ("passed" if not entry["parity_failures"] else "[yellow]--allow-drop[/]")
-            table.add_row(stage, name, entry["file"], f"{entry['bytes'] / 1024:.0f}", f"{p['agreement']:.2%}",
-                          f"{p['accuracy']:.4f}", f"{-p['accuracy_drop'] * 100:+.2f}", gate)
+            gate = "fp32" if name == "onnx" else ("passed" if not entry["parity_failures"] else "[yellow]allowed[/]")
+            table.add_row(stage, name, f"{entry['bytes'] / 1024:.0f}", f"{p['agreement']:.2%}",
+                          f"{p['accuracy']:.4f}", f"{0.0 - p['accuracy_drop'] * 100:+.2f}", gate)
     return table
 
 
@@ -245,7 +248,7 @@ def _export_one(run: RunDir, ctx: StageContext, inputs: _ModelInputs, fmt: Expor
     run.update_manifest(exports={stage: {**run.read_manifest().get("exports", {}).get(stage, {}), fmt.name: entry}})
     note = f" [yellow](kept by --allow-drop: {'; '.join(failures)})[/]" if failures else ""
     ctx.print(f"[green]{stage}[/] {fmt.name}: {path.stat().st_size / 1024:.0f} KiB, agreement "
-              f"{result.agreement:.2%}, accuracy {result.accuracy:.4f} ({-result.accuracy_drop * 100:+.2f} pt){note}")
+              f"{result.agreement:.2%}, accuracy {result.accuracy:.4f} ({0.0 - result.accuracy_drop * 100:+.2f} pt){note}")
 
 
 def _input_record(data: PreparedData) -> dict[str, Any]:
