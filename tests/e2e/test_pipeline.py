@@ -34,7 +34,7 @@ def _copy_recipe(src: Path, dst_dir: Path, **overrides) -> Path:
 
 def test_demo_recipe_distill_chain(tmp_path: Path):
     """The README's main job (make demo) on the embedded Fashion-MNIST subset: teacher, calibration,
-    KD student and no-KD baseline, then the summary table."""
+    KD student and no-KD baseline, the summary table, then the INT8 export of all three."""
     recipe = _copy_recipe(REPO / "recipes" / "demo.yaml", tmp_path, output_dir=str(tmp_path / "runs"))
     distilled = kdedge("distill", str(recipe), cwd=tmp_path)
     assert "KD: hinton" in distilled.stdout and "baseline" in distilled.stdout
@@ -45,6 +45,25 @@ def test_demo_recipe_distill_chain(tmp_path: Path):
     assert stages["student"]["parameters"] < stages["teacher"]["parameters"]
     shown = kdedge("show", str(run), cwd=tmp_path)
     assert "temperature T*" in shown.stdout
+    kdedge("export", str(run), "--int8", cwd=tmp_path)  # default parity gate: refused exports fail here
+    exports = json.loads((run / "manifest.json").read_text())["exports"]
+    assert set(exports) == {"teacher", "student", "baseline"}
+    for formats in exports.values():
+        assert {"onnx", "onnx-int8"} <= set(formats)
+        assert all(not entry["parity_failures"] for entry in formats.values())
+
+
+def test_demo_qat_recipe_and_its_exports(tmp_path: Path):
+    """Quantized distillation on the embedded data, then the QAT student's TensorRT-form and ORT exports."""
+    pytest.importorskip("modelopt", reason="nvidia-modelopt not installed (pip install 'kdedge[modelopt]')")
+    recipe = _copy_recipe(REPO / "recipes" / "demo_qat.yaml", tmp_path, output_dir=str(tmp_path / "runs"))
+    kdedge("distill", str(recipe), cwd=tmp_path)
+    run = tmp_path / "runs" / "demo_qat"
+    kdedge("export", str(run), "--int8", "--models", "student_qat", cwd=tmp_path)
+    entry = json.loads((run / "manifest.json").read_text())["exports"]["student_qat"]
+    assert entry["onnx-int8-trt"]["qdq"]["zero_points_all_zero"]
+    assert entry["onnx-int8-trt"]["quantization"].startswith("QAT scales")
+    assert entry["onnx-int8-trt"]["parity"]["agreement"] >= 0.99
 
 
 @pytest.mark.parametrize("name,reports", [
