@@ -202,6 +202,45 @@ def _modelopt_available(ctx) -> bool:
 
 @app.command()
 @_user_errors
+def bench(
+    run_dir: Annotated[Path, typer.Argument(help="Run directory with exports (`kdedge export RUN --int8`).")],
+    device: Annotated[str, typer.Option("--device", help="cpu | cuda | jetson")] = "cpu",
+    runtime: Annotated[Optional[str], typer.Option("--runtime", help="Comma list of torch, ort, ort-int8, trt "
+                                                   "(default: every installed one for the device).")] = None,
+    models: Annotated[Optional[str], typer.Option("--models", help="Comma list (default: every exported model).")] = None,
+    batch: Annotated[int, typer.Option("--batch", min=1, help="Batch size of the throughput measurement.")] = 64,
+    runs: Annotated[int, typer.Option("--runs", min=1, help="Timed runs per round (5 rounds, interleaved).")] = 20,
+    threads: ThreadsOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report JSON to stdout (tables go to stderr).")] = False,
+) -> None:
+    """Accuracy, NLL, ECE/MCE, size, MACs, latency and teacher/student ratios of every model and runtime."""
+    from kdedge.bench.report import terminal_table
+    from kdedge.stages.bench import BenchOptions, bench_run
+
+    if device not in ("cpu", "cuda", "jetson"):
+        raise KdedgeError(f"--device {device!r}: valid: cpu, cuda, jetson")
+    if device == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise KdedgeError("--device cuda: no CUDA GPU is visible to torch; use --device cpu")
+    if device == "jetson" and not Path("/etc/nv_tegra_release").exists():
+        raise KdedgeError("--device jetson: this machine is not a Jetson (no /etc/nv_tegra_release); run kdedge "
+                          "bench on the Jetson itself")
+    ctx = _context(None, threads)
+    if as_json:
+        ctx = type(ctx)(console=Console(stderr=True), data_roots=ctx.data_roots)
+    options = BenchOptions(device=device, runtimes=runtime, batch=batch, runs=runs, threads=threads,
+                           models=[m.strip() for m in models.split(",") if m.strip()] if models else None)
+    report = bench_run(run_dir, ctx, options)
+    ctx.print(terminal_table(report))
+    ctx.print(f"[green]report[/]: {run_dir / 'bench' / 'report.md'} (+ report.json, reliability PNGs)")
+    if as_json:
+        print(json.dumps(report, indent=2))
+
+
+@app.command()
+@_user_errors
 def calibrate(
     run_dir: Annotated[Path, typer.Argument(help="Run directory made by `kdedge train`.")],
     device: DeviceOpt = None,

@@ -1,0 +1,85 @@
+"""The bench report for people: Markdown tables, reliability PNGs, and the rich table in the terminal."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from kdedge.io import write_text
+from kdedge.markdown import markdown_table
+from kdedge.metrics import CalibrationBins
+from kdedge.plots import reliability_diagram
+
+COLUMNS = ["model", "runtime", "size MB", "params", "MMACs", "acc", "NLL", "ECE", "MCE",
+           "ms/img b1 (p10–p90)", "img/s bN", "teacher/this b1"]
+
+
+def rows(report: dict[str, Any]) -> list[list[Any]]:
+    out = []
+    batch = f"batch{report['batch']}"
+    for stage, info in report["models"].items():
+        for runtime, r in info["runtimes"].items():
+            b1 = r.get("batch1")
+            ratio = report["ratios"].get(stage, {}).get(runtime, {}).get("batch1")
+            out.append([
+                stage, runtime, f"{r['size_bytes'] / 1e6:.3f}" if r.get("size_bytes") else "—",
+                f"{info['parameters']:,}", f"{info['macs'] / 1e6:.2f}", f"{r['accuracy']:.4f}", f"{r['nll']:.4f}",
+                f"{r['ece']:.4f}", f"{r['mce']:.4f}",
+                f"{b1['median_ms']:.3f} ({b1['p10_ms']:.3f}–{b1['p90_ms']:.3f})" if b1 else "—",
+                f"{r[batch]['images_per_s']:,.0f}" if batch in r else "—",
+                f"{ratio:.2f}×" if ratio else ("1×" if stage == "teacher" else "—"),
+            ])
+    return out
+
+
+def write_markdown(report: dict[str, Any], out_dir: Path) -> Path:
+    m = report["machine"]
+    lines = [f"# kdedge bench: {report['recipe']} ({report['run']})", "",
+             f"Device `{report['device']}`, {report['threads']} thread(s), CPU {m['cpu']} "
+             f"({m['logical_cores']} logical cores); torch {report['versions'].get('torch')}, onnxruntime "
+             f"{report['versions'].get('onnxruntime')}. Test split: {report['data']['test_images']} images of "
+             f"{report['data']['dataset']}. Timings: median of {report['timing']['rounds']}×"
+             f"{report['timing']['runs_per_round']} runs after warm-up, models interleaved per runtime.", "",
+             "## Models × runtimes", "", markdown_table(COLUMNS, rows(report)), ""]
+    ratios = report["ratios"]
+    if ratios:
+        lines += ["## Teacher / student inference-time ratios (same runtime)", "",
+                  markdown_table(["model", "runtime", "batch 1", f"batch {report['batch']}"],
+                                 [[s, rt, f"{v.get('batch1', 0):.2f}×", f"{v.get('batch' + str(report['batch']), 0):.2f}×"]
+                                  for s, by_rt in ratios.items() for rt, v in by_rt.items()]), ""]
+    cal = report["calibration"]
+    lines += ["## Calibration (fp32 torch, test split)", "", "![reliability](reliability.png)", ""]
+    if cal.get("teacher_temperature"):
+        before = CalibrationBins.from_dict(cal["bins"]["teacher"])
+        after = CalibrationBins.from_dict(cal["teacher_bins_at_temperature"])
+        lines += [f"Teacher temperature T* = {cal['teacher_temperature']:.4f}: ECE {before.ece:.4f} → {after.ece:.4f}, "
+                  f"MCE {before.mce:.4f} → {after.mce:.4f} (![teacher](reliability_teacher_T.png))", ""]
+    path = out_dir / "report.md"
+    write_text(path, "\n".join(lines) + "\n")
+    return path
+
+
+def write_plots(report: dict[str, Any], out_dir: Path) -> list[Path]:
+    cal = report["calibration"]
+    curves = {stage: CalibrationBins.from_dict(b) for stage, b in cal["bins"].items()}
+    paths = [out_dir / "reliability.png"]
+    reliability_diagram(curves, paths[0], title=f"{report['recipe']}: reliability, test split (fp32 torch)")
+    if cal.get("teacher_bins_at_temperature"):
+        paths.append(out_dir / "reliability_teacher_T.png")
+        reliability_diagram({"teacher": curves["teacher"],
+                             f"teacher at T*={cal['teacher_temperature']:.3f}":
+                                 CalibrationBins.from_dict(cal["teacher_bins_at_temperature"])},
+                            paths[-1], title="teacher before / after temperature scaling")
+    return paths
+
+
+def terminal_table(report: dict[str, Any]):
+    from rich.table import Table
+
+    table = Table(title=f"kdedge bench {report['run']} ({report['device']})")
+    short = ["model", "runtime", "size MB", "acc", "ECE", "ms b1", "img/s bN", "T/S b1"]
+    for c in short:
+        table.add_column(c, justify="left" if c in ("model", "runtime") else "right")
+    for r in rows(report):
+        table.add_row(r[0], r[1], r[2], r[5], r[7], r[9].split(" ")[0], r[10], r[11])
+    return table

@@ -1,0 +1,193 @@
+"""Stage: benchmark every model of a run on every runtime of a device, and write the report.
+
+Per model x runtime: accuracy, NLL, ECE, MCE on the test split (from that runtime's own logits), size
+on disk, parameters, MACs, latency at batch 1 and throughput at a larger batch (medians of many
+timed runs after warm-up, with p10/p90), and the teacher/student inference-time ratio on the same
+runtime. Calibration (reliability diagrams, the teacher before/after T*) and MC-dropout uncertainty
+(torch, dropout models only) complete the report: <run>/bench/report.{json,md} + PNGs.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from kdedge.bench.report import write_markdown, write_plots
+from kdedge.bench.runtimes import (Runtime, check_input_shape, ort_predictor, parse_runtimes, torch_predictor,
+                                   verified_export)
+from kdedge.errors import KdedgeError
+from kdedge.export.ort_session import normalise
+from kdedge.io import write_json
+from kdedge.latency import time_interleaved
+from kdedge.macs import count_macs
+from kdedge.metrics import calibration_bins, classification_report
+from kdedge.modelfile import load_model
+from kdedge.run import RunDir, machine_info, package_versions
+from kdedge.stages.context import StageContext
+from kdedge.stages.data import PreparedData, check_same_data, prepare_data
+from kdedge.stages.export import MODEL_STAGES
+from kdedge.stages.quant import QAT_STAGE
+from kdedge.stages.roles import finished_record, model_path
+
+REPORT_SCHEMA = "kdedge-bench-report-1"
+BENCH_DIR = "bench"
+
+
+@dataclass(frozen=True)
+class BenchOptions:
+    device: str = "cpu"
+    runtimes: str | None = None         # comma list; None = every installed runtime of the device
+    models: list[str] | None = None
+    batch: int = 64
+    threads: int | None = None
+    rounds: int = 5
+    runs: int = 20                      # timed runs per round (rounds x runs in all)
+    mc_samples: int = 100
+    mc_seed: int = 0
+
+
+def load_torch_model(run: RunDir, stage: str):
+    fix = f"retrain it: `kdedge distill RECIPE --force` ({stage})"
+    if stage == QAT_STAGE:
+        from kdedge.quant.modelopt_backend import load_qat_model
+
+        return load_qat_model(model_path(run, stage), fix=fix)[0]
+    return load_model(model_path(run, stage), fix=fix)[0]
+
+
+def bench_run(run_root: Path, ctx: StageContext, options: BenchOptions) -> dict[str, Any]:
+    run = RunDir(run_root)
+    manifest = run.read_manifest()
+    exports = manifest.get("exports") or {}
+    if not exports:
+        raise KdedgeError(f"{run_root}: no exports to benchmark; run `kdedge export {run_root} --int8` first")
+    stages = _models(run, options.models, exports)
+    runtimes = parse_runtimes(options.runtimes, options.device)
+    data = prepare_data(run.recipe(), ctx.data_roots)
+    check_same_data(manifest.get("data"), data, run.manifest_path)
+    torch_device = torch.device("cuda" if options.device == "cuda" else "cpu")
+    if options.threads:
+        torch.set_num_threads(options.threads)
+    images = normalise(data.training.test.images.numpy(), data.training.stats)
+    labels = data.training.test.labels
+
+    predictors: dict[str, dict[str, Any]] = {}
+    models: dict[str, dict[str, Any]] = {}
+    torch_models = {stage: load_torch_model(run, stage) for stage in stages}
+    for stage in stages:
+        record = manifest["stages"][stage]
+        models[stage] = {"parameters": record["parameters"], "macs": count_macs(torch_models[stage], data.input_shape),
+                         "train_time_s": record.get("train_time_s"), "runtimes": {}}
+        for runtime in runtimes:
+            predict, size = _predictor(run, exports, stage, runtime, torch_models[stage], torch_device, options,
+                                       data.input_shape)
+            if predict is None:
+                continue
+            logits = _batched(predict, images, options.batch)
+            report = classification_report(torch.from_numpy(logits), labels)
+            models[stage]["runtimes"][runtime.name] = {**report, "size_bytes": size}
+            predictors.setdefault(runtime.name, {})[stage] = predict
+            ctx.print(f"[cyan]{stage}[/] {runtime.name}: accuracy {report['accuracy']:.4f}, ECE {report['ece']:.4f}")
+
+    _time_all(predictors, models, images, options, ctx)
+    result = {
+        "schema": REPORT_SCHEMA, "run": str(run_root), "recipe": manifest["recipe"]["name"],
+        "device": options.device, "threads": options.threads or torch.get_num_threads(),
+        "batch": options.batch, "timing": {"rounds": options.rounds, "runs_per_round": options.runs},
+        "data": {"dataset": data.dataset.name, "test_images": int(len(labels))},
+        "models": models, "ratios": _ratios(models),
+        "calibration": _calibration(run, torch_models, data, torch_device),
+        "machine": machine_info(), "versions": package_versions(),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    out_dir = run.root / BENCH_DIR
+    write_plots(result, out_dir)
+    write_markdown(result, out_dir)
+    write_json(out_dir / "report.json", result)  # last: a report.json means the whole report is there
+    return result
+
+
+def _models(run: RunDir, requested: list[str] | None, exports: dict) -> list[str]:
+    finished = [s for s in MODEL_STAGES if finished_record(run, s)]
+    if requested is None:
+        return [s for s in finished if s in exports]
+    for name in requested:
+        if name not in finished:
+            raise KdedgeError(f"--models {name!r}: {run.root} has no finished {name}; finished here: "
+                              f"{', '.join(finished) or 'none'}")
+    return [s for s in MODEL_STAGES if s in requested]
+
+
+def _predictor(run: RunDir, exports: dict, stage: str, runtime: Runtime, model, device: torch.device,
+               options: BenchOptions, input_shape) -> tuple[Any, int | None]:
+    if runtime.export_format is None:
+        size = model_path(run, stage).stat().st_size
+        return torch_predictor(model, device), size
+    if runtime.export_format not in exports.get(stage, {}):
+        return None, None  # e.g. no INT8 export of the teacher: reported as absent, not an error
+    path = verified_export(run.root, exports, stage, runtime.export_format)
+    size = path.stat().st_size
+    if runtime.name == "trt":
+        from kdedge.export.tensorrt_engine import EngineRunner
+
+        return EngineRunner(path.read_bytes()), size
+    check_input_shape(path, input_shape)
+    return ort_predictor(path, threads=options.threads, device=options.device), size
+
+
+def _batched(predict, images: np.ndarray, batch: int) -> np.ndarray:
+    return np.concatenate([predict(images[i:i + batch]) for i in range(0, len(images), batch)])
+
+
+def _time_all(predictors: dict[str, dict[str, Any]], models: dict, images: np.ndarray, options: BenchOptions,
+              ctx: StageContext) -> None:
+    """Per runtime, the models are timed interleaved, so their ratio is not skewed by machine drift."""
+    for runtime, by_stage in predictors.items():
+        for label, batch in (("batch1", 1), (f"batch{options.batch}", options.batch)):
+            x = np.ascontiguousarray(images[:batch])
+            calls = {stage: (lambda p=p, x=x: p(x)) for stage, p in by_stage.items()}
+            timings = time_interleaved(calls, batch=batch, rounds=options.rounds, runs=options.runs,
+                                       warmup=max(5, options.runs // 2))
+            for stage, t in timings.items():
+                models[stage]["runtimes"][runtime][label] = t.to_dict()
+        ctx.print(f"[green]timed[/] {runtime}: " + ", ".join(
+            f"{s} {models[s]['runtimes'][runtime]['batch1']['median_ms']:.3f} ms" for s in by_stage))
+
+
+def _ratios(models: dict) -> dict[str, Any]:
+    """teacher time / student time on the same runtime (and across runtimes against the fp32 teacher)."""
+    if "teacher" not in models:
+        return {}
+    out: dict[str, Any] = {}
+    teacher = models["teacher"]["runtimes"]
+    for stage, info in models.items():
+        if stage == "teacher":
+            continue
+        for runtime, r in info["runtimes"].items():
+            for label in (k for k in r if k.startswith("batch")):
+                if runtime in teacher and label in teacher[runtime]:
+                    out.setdefault(stage, {}).setdefault(runtime, {})[label] = (
+                        teacher[runtime][label]["median_ms"] / r[label]["median_ms"])
+    return out
+
+
+def _calibration(run: RunDir, torch_models: dict, data: PreparedData, device: torch.device) -> dict[str, Any]:
+    """Reliability bins of each model's fp32 torch predictions, and the teacher before/after T*."""
+    from kdedge.train.evaluate import predict_logits
+
+    bins = {}
+    for stage, model in torch_models.items():
+        logits = predict_logits(model, data.training.test, data.training.stats, batch_size=256, device=device)
+        bins[stage] = calibration_bins(torch.softmax(logits.double(), 1), data.training.test.labels).to_dict()
+        if stage == "teacher":
+            teacher_logits = logits
+    t = run.read_manifest().get("temperatures", {}).get("teacher")
+    scaled = None
+    if t is not None and "teacher" in torch_models:
+        scaled = calibration_bins(torch.softmax(teacher_logits.double() / t, 1), data.training.test.labels).to_dict()
+    return {"bins": bins, "teacher_temperature": t, "teacher_bins_at_temperature": scaled}
