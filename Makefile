@@ -15,7 +15,7 @@ BIN        := $(VENV)/bin
 CORE_STAMP := $(VENV)/.kdedge-core
 DEV_STAMP  := $(VENV)/.kdedge-dev
 
-.PHONY: install install-dev demo test test-fast test-slow fmnist-data clean
+.PHONY: install install-dev demo test test-fast test-slow fmnist-data sshd clean
 
 # the package and what it needs to run (the demo needs nothing more)
 $(CORE_STAMP): pyproject.toml
@@ -49,7 +49,20 @@ fmnist-data:
 		     "Install it with: sudo apt-get install dataset-fashion-mnist"; \
 	fi
 
-test-fast: install-dev
+# An OpenSSH server for the SSH transport tests (kdedge.remote.ssh): they start their own throwaway sshd
+# on 127.0.0.1 with keys in a temp dir. Installing Debian's openssh-server also enables its ssh service
+# (port 22) where systemd runs; in containers it is not started.
+sshd:
+	@if [ -x /usr/sbin/sshd ]; then \
+		echo "OpenSSH server found (/usr/sbin/sshd)"; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssh-server; \
+	else \
+		echo "NOTE: /usr/sbin/sshd not found; the SSH transport tests will skip." \
+		     "Install it with: sudo apt-get install openssh-server"; \
+	fi
+
+test-fast: install-dev sshd
 	$(BIN)/pytest
 
 test-slow: install-dev fmnist-data

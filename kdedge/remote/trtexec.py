@@ -130,7 +130,7 @@ class TimeStats:
 
 @dataclass(frozen=True)
 class TrtexecReport:
-    """What one trtexec run reported. Times are per query; a query is one batch of `batch` images."""
+    """What one trtexec run reported. Times are those of one inference of a whole batch (`batch` images)."""
 
     tensorrt_version: str | None = None      # "10.3.0" ("TensorRT version:" line, else the [TensorRT v100300] tag)
     status: str | None = None                # RUNNING | PASSED | FAILED: the last "&&&&" line
@@ -164,9 +164,13 @@ class TrtexecReport:
 
     @property
     def images_per_s(self) -> float | None:
-        if self.throughput_qps is None or self.batch is None:
+        """Throughput in images: with an implicit batch (--batch=N, TensorRT <= 9) trtexec already counts
+        each image as a query; with an explicit batch a query is a whole batch."""
+        if self.throughput_qps is None:
             return None
-        return self.throughput_qps * self.batch
+        if self.explicit_batch is False:
+            return self.throughput_qps
+        return self.throughput_qps * self.batch if self.batch is not None else None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready (for a manifest): plain types only."""
@@ -195,7 +199,8 @@ _STAT_LINES = {
     "latency": r"(?:Host )?Latency", "end_to_end": r"End-to-End Host Latency", "enqueue": r"Enqueue Time",
     "h2d": r"H2D Latency", "gpu_compute": r"GPU Compute Time", "d2h": r"D2H Latency",
 }
-_STAT_LINE = re.compile(r"^(?P<key>" + "|".join(f"(?P<{k}>{v})" for k, v in _STAT_LINES.items()) + r")\s*:\s*(?P<body>.*)$")
+_STAT_LINE = re.compile(r"^(?P<key>" + "|".join(f"(?P<{k}>{v})" for k, v in _STAT_LINES.items())
+                        + r")\s*:\s*(?P<body>.*)$")
 _STAT_ITEM = re.compile(rf"\b(?P<name>min|max|mean|median)\s*=?\s*(?P<v>{_NUM})\s*ms\b", re.I)
 _PERCENTILE_ITEM = re.compile(rf"percentile\(\s*(?P<p>{_NUM})\s*%\s*\)\s*=?\s*(?P<v>{_NUM})\s*ms\b", re.I)
 # TensorRT 7: a block header ("Host Latency", "Enqueue Time", "GPU Compute"), then "min: 1.2 ms (end to end 2.3 ms)"
@@ -264,8 +269,9 @@ def parse_trtexec(text: str, *, source: str = "trtexec output") -> TrtexecReport
             continue
         if (m := _STAT_LINE.match(msg)) is not None:
             key = next(k for k in _STAT_LINES if m[k] is not None)
-            stats[key] = _stat_items(m["body"])
-            legacy_block = None
+            if items := _stat_items(m["body"]):  # a line with no readable number does not erase a good one
+                stats[key] = items
+                legacy_block = None
             continue
         if msg.lower() in _LEGACY_BLOCKS:
             legacy_block = _LEGACY_BLOCKS[msg.lower()]
@@ -287,8 +293,9 @@ def parse_trtexec(text: str, *, source: str = "trtexec output") -> TrtexecReport
             fields["loaded_engine"] = m["v"] or None
         elif (m := _BATCH.match(msg)) is not None:
             value = m["v"]
-            fields["explicit_batch"] = not value.isdigit()
-            fields["batch"] = int(value) if value.isdigit() and int(value) > 0 else None
+            number = value.isascii() and value.isdigit()
+            fields["explicit_batch"] = not number
+            fields["batch"] = int(value) if number and int(value) > 0 else None
         elif (m := _INFER_SHAPE.match(msg)) is not None:
             inference_shapes.update(_shape_specs(m["v"], profile=False))
         elif (m := _BUILD_SHAPE.match(msg)) is not None:
