@@ -37,6 +37,7 @@ install-dev: $(DEV_STAMP)
 demo: install
 	$(BIN)/kdedge distill recipes/demo.yaml
 	$(BIN)/kdedge export runs/demo --int8
+	$(BIN)/kdedge bench runs/demo
 
 # The full Fashion-MNIST (Debian's dataset-fashion-mnist) is used by the slow tests and full recipes.
 fmnist-data:

@@ -210,6 +210,7 @@ def bench(
     models: Annotated[Optional[str], typer.Option("--models", help="Comma list (default: every exported model).")] = None,
     batch: Annotated[int, typer.Option("--batch", min=1, help="Batch size of the throughput measurement.")] = 64,
     runs: Annotated[int, typer.Option("--runs", min=1, help="Timed runs per round (5 rounds, interleaved).")] = 20,
+    mc_samples: Annotated[int, typer.Option("--mc-samples", min=0, help="MC-dropout passes (0 skips).")] = 100,
     threads: ThreadsOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report JSON to stdout (tables go to stderr).")] = False,
 ) -> None:
@@ -231,6 +232,7 @@ def bench(
     if as_json:
         ctx = type(ctx)(console=Console(stderr=True), data_roots=ctx.data_roots)
     options = BenchOptions(device=device, runtimes=runtime, batch=batch, runs=runs, threads=threads,
+                           mc_samples=mc_samples,
                            models=[m.strip() for m in models.split(",") if m.strip()] if models else None)
     report = bench_run(run_dir, ctx, options)
     ctx.print(terminal_table(report))

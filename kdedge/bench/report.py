@@ -54,6 +54,26 @@ def write_markdown(report: dict[str, Any], out_dir: Path) -> Path:
         after = CalibrationBins.from_dict(cal["teacher_bins_at_temperature"])
         lines += [f"Teacher temperature T* = {cal['teacher_temperature']:.4f}: ECE {before.ece:.4f} → {after.ece:.4f}, "
                   f"MCE {before.mce:.4f} → {after.mce:.4f} (![teacher](reliability_teacher_T.png))", ""]
+    unc = report.get("uncertainty", {})
+    if "models" in unc:
+        lines += [f"## MC dropout ({unc['samples']} passes, seed {unc['seed']}, torch; ONNX/TensorRT run dropout "
+                  "as identity)", ""]
+        mc_rows = []
+        for stage, m in unc["models"].items():
+            if not m["applicable"]:
+                mc_rows.append([stage, m["reason"], "", "", "", "", ""])
+            else:
+                mc_rows.append([stage, f"{m['accuracy']:.4f}", f"{m['ece']:.4f}", f"{m['nll']:.4f}",
+                                f"{m['mean_confidence']:.4f}", f"{m['mean_entropy']:.4f}", f"{m['mean_variance']:.2e}"])
+        lines += [markdown_table(["model", "MC accuracy", "MC ECE", "MC NLL", "mean confidence", "mean entropy",
+                                  "mean variance"], mc_rows), ""]
+        if unc.get("mupe"):
+            lines += ["MUPE (mean (conf_teacher − conf_student)², MC-averaged confidences):", "",
+                      markdown_table(["student", "MUPE", "student confidence from"],
+                                     [[s, f"{v['value']:.5f}", v["student_confidence"]] for s, v in unc["mupe"].items()]),
+                      ""]
+        if any(m["applicable"] for m in unc["models"].values()):
+            lines += ["![MC reliability](reliability_mc.png)", ""]
     path = out_dir / "report.md"
     write_text(path, "\n".join(lines) + "\n")
     return path
@@ -70,6 +90,11 @@ def write_plots(report: dict[str, Any], out_dir: Path) -> list[Path]:
                              f"teacher at T*={cal['teacher_temperature']:.3f}":
                                  CalibrationBins.from_dict(cal["teacher_bins_at_temperature"])},
                             paths[-1], title="teacher before / after temperature scaling")
+    mc = {s: CalibrationBins.from_dict(m["bins"]) for s, m in report.get("uncertainty", {}).get("models", {}).items()
+          if m.get("applicable")}
+    if mc:
+        paths.append(out_dir / "reliability_mc.png")
+        reliability_diagram(mc, paths[-1], title=f"{report['recipe']}: MC-dropout reliability (torch)")
     return paths
 
 

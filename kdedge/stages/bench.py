@@ -47,7 +47,7 @@ class BenchOptions:
     threads: int | None = None
     rounds: int = 5
     runs: int = 20                      # timed runs per round (rounds x runs in all)
-    mc_samples: int = 100
+    mc_samples: int = 100              # 0 skips MC dropout
     mc_seed: int = 0
 
 
@@ -102,6 +102,7 @@ def bench_run(run_root: Path, ctx: StageContext, options: BenchOptions) -> dict[
         "data": {"dataset": data.dataset.name, "test_images": int(len(labels))},
         "models": models, "ratios": _ratios(models),
         "calibration": _calibration(run, torch_models, data, torch_device),
+        "uncertainty": _uncertainty(torch_models, images, labels, options, torch_device, ctx),
         "machine": machine_info(), "versions": package_versions(),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
@@ -191,3 +192,45 @@ def _calibration(run: RunDir, torch_models: dict, data: PreparedData, device: to
     if t is not None and "teacher" in torch_models:
         scaled = calibration_bins(torch.softmax(teacher_logits.double() / t, 1), data.training.test.labels).to_dict()
     return {"bins": bins, "teacher_temperature": t, "teacher_bins_at_temperature": scaled}
+
+
+def _uncertainty(torch_models: dict, images: np.ndarray, labels: torch.Tensor, options: BenchOptions,
+                 device: torch.device, ctx: StageContext) -> dict[str, Any]:
+    """MC dropout on the torch models (ONNX and TensorRT run dropout as identity), and MUPE of each
+    student against the teacher. A model without dropout is reported as such."""
+    from kdedge.uncertainty import McDropoutNotApplicable, mc_dropout_predict, mc_metrics, mupe
+
+    if options.mc_samples <= 0:
+        return {"skipped": "--mc-samples 0"}
+    x = torch.from_numpy(images)
+    models: dict[str, Any] = {}
+    confidence: dict[str, torch.Tensor] = {}
+    for stage, model in torch_models.items():
+        try:
+            result = mc_dropout_predict(model.to(device), x, samples=options.mc_samples, seed=options.mc_seed,
+                                        device=device)
+        except McDropoutNotApplicable as exc:
+            models[stage] = {"applicable": False, "reason": str(exc)}
+            continue
+        metrics = mc_metrics(result, labels)
+        models[stage] = {"applicable": True, "runtime": "torch", **metrics, "split_at": result.split_at,
+                         "bins": calibration_bins(result.mean_probs.double(), labels).to_dict()}
+        confidence[stage] = result.confidence
+        ctx.print(f"[cyan]MC dropout[/] {stage}: {options.mc_samples} passes ({result.method}), "
+                  f"accuracy {metrics['accuracy']:.4f}, ECE {metrics['ece']:.4f}")
+    out: dict[str, Any] = {"samples": options.mc_samples, "seed": options.mc_seed, "models": models}
+    if "teacher" in confidence:
+        # MUPE needs the teacher's MC confidence; a student without dropout contributes its plain softmax
+        # confidence (its MC average), which the report marks.
+        out["mupe"] = {}
+        for stage, model in torch_models.items():
+            if stage == "teacher":
+                continue
+            if stage in confidence:
+                conf, source = confidence[stage], "mc"
+            else:
+                with torch.inference_mode():
+                    logits = torch.cat([model(x[i:i + 256].to(device)).float().cpu() for i in range(0, len(x), 256)])
+                conf, source = torch.softmax(logits.double(), 1).max(1).values, "deterministic (no dropout)"
+            out["mupe"][stage] = {"value": mupe(confidence["teacher"], conf), "student_confidence": source}
+    return out

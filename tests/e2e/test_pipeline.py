@@ -51,6 +51,11 @@ def test_demo_recipe_distill_chain(tmp_path: Path):
     for formats in exports.values():
         assert {"onnx", "onnx-int8"} <= set(formats)
         assert all(not entry["parity_failures"] for entry in formats.values())
+    kdedge("bench", str(run), "--runs", "3", cwd=tmp_path)  # make demo's last step
+    report = json.loads((run / "bench" / "report.json").read_text())
+    assert report["uncertainty"]["models"]["teacher"]["applicable"]  # the demo teacher has dropout
+    assert set(report["uncertainty"]["mupe"]) == {"student", "baseline"}
+    assert {"torch", "ort", "ort-int8"} <= set(report["models"]["student"]["runtimes"])
 
 
 def test_demo_qat_recipe_and_its_exports(tmp_path: Path):

@@ -137,3 +137,12 @@ def test_tampered_export_is_refused(exported_run, tmp_path):
     (dst / "exports/student/model.int8.onnx").write_bytes(b"x")
     result = invoke("bench", dst, "--runtime", "ort-int8")
     assert result.exit_code == 2 and "changed since" in result.output
+
+
+def test_models_without_dropout_are_reported_as_such(exported_run):
+    unc = report(exported_run)["uncertainty"]
+    assert unc["samples"] == 100
+    for stage in ("teacher", "student"):
+        assert unc["models"][stage] == {"applicable": False, "reason": unc["models"][stage]["reason"]}
+        assert "no dropout" in unc["models"][stage]["reason"]
+    assert "mupe" not in unc  # needs the teacher's MC confidence
