@@ -25,6 +25,18 @@ RESULTS = Path(__file__).resolve().parent / "results" / "int8_speedup.json"
 TARGET, GOAL, MAX_DROP = 2.5, 3.0, 0.003
 
 
+def _simd_flags() -> list[str]:
+    """INT8 speed on x86 hinges on these: VNNI (AVX512_VNNI / AVX_VNNI) or AMX do u8*s8 dot products in
+    one instruction; with AVX2 alone, ONNX Runtime's INT8 kernels are barely faster than fp32."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                return sorted(f for f in line.split(":", 1)[1].split() if f.startswith(("avx", "amx")) or "vnni" in f)
+    except OSError:
+        pass
+    return []
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run", type=Path)
@@ -61,7 +73,7 @@ def main() -> None:
     result["targets"] = {"speedup_batch64": TARGET, "goal": GOAL, "max_drop_pt": MAX_DROP * 100,
                          "met": result["speedup_batch64"] >= TARGET and result["accuracy_drop_pt"] <= MAX_DROP * 100}
     result["quantization"] = exports["onnx-int8"].get("quantization"), exports["onnx-int8"]["settings"]
-    result.update(machine=machine_info(), versions=package_versions())
+    result.update(machine=machine_info(), versions=package_versions(), cpu_simd=_simd_flags())
     write_json(args.out, result)
     print(json.dumps({k: result[k] for k in ("speedup_batch64", "speedup_batch1", "accuracy_drop_pt", "size_ratio",
                                               "targets")}, indent=2))

@@ -38,6 +38,13 @@ def export_onnx(model: nn.Module, sample: torch.Tensor, path: Path, *, exporter:
     (nvidia-modelopt's fake-quant modules, whose Q/DQ nodes TensorRT reads)."""
     model = model.eval().cpu()
     sample = sample.cpu()
+    if exporter == "dynamo":
+        from importlib.util import find_spec
+
+        if find_spec("onnxscript") is None:
+            from kdedge.errors import KdedgeError
+
+            raise KdedgeError("ONNX export needs onnxscript (torch's dynamo exporter); pip install onnxscript")
     with _quiet_exporter(), torch.inference_mode(False), torch.no_grad():
         if exporter == "dynamo":
             torch.onnx.export(
