@@ -73,3 +73,25 @@ def _one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+def interrupt_kd_step_at(monkeypatch, n: int):
+    """Make the n-th KD training step (counted over all KD students) raise KeyboardInterrupt, as a
+    Ctrl-C would; returns the real step factory so a test can put it back before resuming."""
+    import kdedge.stages.distill as distill_module
+
+    real = distill_module.make_distill_step
+    calls = {"n": 0}
+
+    def interrupting(*args, **kwargs):
+        step, adapters = real(*args, **kwargs)
+
+        def wrapped(x, y, idx):
+            calls["n"] += 1
+            if calls["n"] == n:
+                raise KeyboardInterrupt
+            return step(x, y, idx)
+        return wrapped, adapters
+
+    monkeypatch.setattr(distill_module, "make_distill_step", interrupting)
+    return real

@@ -13,7 +13,7 @@ from kdedge.run import open_run
 from kdedge.stages.context import StageContext
 from kdedge.stages.distill import distill
 
-from tests.conftest import TINY_RECIPE, deep_update
+from tests.conftest import interrupt_kd_step_at, TINY_RECIPE, deep_update
 
 KD = deep_update(TINY_RECIPE, {
     "teacher": {"model": {"widths": [64]}, "train": {"epochs": 3}},
@@ -104,20 +104,7 @@ def test_hint_loss_on_unmodified_conv_nets_resumes_bitwise(tmp_path: Path, monke
     # the same recipe, interrupted in the student's second epoch, then resumed
     import kdedge.stages.distill as distill_module
 
-    real = distill_module.make_distill_step
-    calls = {"n": 0}
-
-    def interrupting(*args, **kwargs):
-        step, adapters = real(*args, **kwargs)
-
-        def wrapped(x, y, idx):
-            calls["n"] += 1
-            if calls["n"] == 25:  # digits: 18 batches per epoch, so this is inside epoch 2
-                raise KeyboardInterrupt
-            return step(x, y, idx)
-        return wrapped, adapters
-
-    monkeypatch.setattr(distill_module, "make_distill_step", interrupting)
+    real = interrupt_kd_step_at(monkeypatch, 25)  # digits: 18 batches per epoch, so this is inside epoch 2
     recipe = recipe_from_dict(deep_update(CONV_KD, {"output_dir": str(tmp_path / "cut" / "runs")}))
     with pytest.raises(KeyboardInterrupt):
         distill(recipe, open_run(recipe, None, force=False), StageContext())

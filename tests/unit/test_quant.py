@@ -31,7 +31,7 @@ from kdedge.stages.data import prepare_data
 from kdedge.stages.distill import distill
 from kdedge.stages.quant import QAT_STAGE, calibration_batches, prepare_qat_model
 from kdedge.train.evaluate import predict_logits
-from tests.conftest import TINY_RECIPE, deep_update
+from tests.conftest import interrupt_kd_step_at, TINY_RECIPE, deep_update
 
 # A conv student (INT8 matters for convolutions) distilled from the tiny MLP teacher; no baseline.
 KD = deep_update(TINY_RECIPE, {
@@ -233,20 +233,7 @@ def test_interrupted_qat_resumes_to_the_same_weights(qat_run, tmp_path: Path, mo
 
     kd = recipe_from_dict(deep_update(KD, {"output_dir": str(tmp_path / "runs")}))
     distill(kd, open_run(kd, None, force=False), StageContext())  # teacher + student, as in the fixture
-    real = distill_module.make_distill_step
-    calls = {"n": 0}
-
-    def interrupting(*args, **kwargs):
-        step, adapters = real(*args, **kwargs)
-
-        def wrapped(x, y, idx):
-            calls["n"] += 1
-            if calls["n"] == INTERRUPT_AT:
-                raise KeyboardInterrupt
-            return step(x, y, idx)
-        return wrapped, adapters
-
-    monkeypatch.setattr(distill_module, "make_distill_step", interrupting)
+    real = interrupt_kd_step_at(monkeypatch, INTERRUPT_AT)
     recipe = recipe_from_dict(deep_update(QAT, {"output_dir": str(tmp_path / "runs")}))
     with pytest.raises(KeyboardInterrupt):
         distill(recipe, open_run(recipe, None, force=False), StageContext())
