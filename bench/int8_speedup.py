@@ -15,26 +15,12 @@ import argparse
 import json
 from pathlib import Path
 
-from kdedge.export.ort_session import normalise, open_session
+from kdedge.bench.export_timing import time_exports
 from kdedge.io import write_json
-from kdedge.latency import time_interleaved
 from kdedge.run import RunDir, machine_info, package_versions
-from kdedge.stages.data import prepare_data
 
 RESULTS = Path(__file__).resolve().parent / "results" / "int8_speedup.json"
 TARGET, GOAL, MAX_DROP = 2.5, 3.0, 0.003
-
-
-def _simd_flags() -> list[str]:
-    """INT8 speed on x86 hinges on these: VNNI (AVX512_VNNI / AVX_VNNI) or AMX do u8*s8 dot products in
-    one instruction; with AVX2 alone, ONNX Runtime's INT8 kernels are barely faster than fp32."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("flags"):
-                return sorted(f for f in line.split(":", 1)[1].split() if f.startswith(("avx", "amx")) or "vnni" in f)
-    except OSError:
-        pass
-    return []
 
 
 def main() -> None:
@@ -51,20 +37,10 @@ def main() -> None:
     exports = manifest.get("exports", {}).get(args.model)
     if not exports or "onnx" not in exports or "onnx-int8" not in exports:
         raise SystemExit(f"{args.run}: no onnx + onnx-int8 exports of {args.model}; run `kdedge export {args.run} --int8`")
-    data = prepare_data(run.recipe())
-    images = normalise(data.training.test.images[:64].numpy(), data.training.stats)
     formats = [f for f in ("onnx", "onnx-int8", "onnx-int8-trt") if f in exports]
-    sessions = {f: open_session(args.run / exports[f]["file"], threads=args.threads) for f in formats}
-    result = {"run": str(args.run), "model": args.model, "threads": args.threads, "formats": {}}
-    for batch in (64, 1):
-        x = images[:batch]
-        calls = {f: (lambda s=s, x=x: s.run(None, {s.get_inputs()[0].name: x})) for f, s in sessions.items()}
-        timings = time_interleaved(calls, batch=batch, rounds=args.rounds, runs=args.runs)
-        for f, t in timings.items():
-            result["formats"].setdefault(f, {"file": exports[f]["file"], "bytes": exports[f]["bytes"],
-                                             "accuracy": exports[f]["parity"]["accuracy"],
-                                             "agreement_with_fp32": exports[f]["parity"]["agreement"]})
-            result["formats"][f][f"batch{batch}"] = t.to_dict()
+    timed = time_exports(run, {f: (args.model, f) for f in formats}, threads=args.threads, rounds=args.rounds,
+                         runs=args.runs)
+    result = {"run": str(args.run), "model": args.model, "threads": args.threads, "formats": timed}
     fp32, int8 = result["formats"]["onnx"], result["formats"]["onnx-int8"]
     result["speedup_batch64"] = fp32["batch64"]["median_ms"] / int8["batch64"]["median_ms"]
     result["speedup_batch1"] = fp32["batch1"]["median_ms"] / int8["batch1"]["median_ms"]
@@ -73,7 +49,7 @@ def main() -> None:
     result["targets"] = {"speedup_batch64": TARGET, "goal": GOAL, "max_drop_pt": MAX_DROP * 100,
                          "met": result["speedup_batch64"] >= TARGET and result["accuracy_drop_pt"] <= MAX_DROP * 100}
     result["quantization"] = exports["onnx-int8"].get("quantization"), exports["onnx-int8"]["settings"]
-    result.update(machine=machine_info(), versions=package_versions(), cpu_simd=_simd_flags())
+    result.update(machine=machine_info(), versions=package_versions())
     write_json(args.out, result)
     print(json.dumps({k: result[k] for k in ("speedup_batch64", "speedup_batch1", "accuracy_drop_pt", "size_ratio",
                                               "targets")}, indent=2))

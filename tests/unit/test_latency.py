@@ -25,3 +25,11 @@ def test_interleaved_times_every_callable_the_same_number_of_times():
     result = time_interleaved({"a": make("a"), "b": make("b")}, batch=1, rounds=3, runs=4, warmup=2)
     assert counts == {"a": 14, "b": 14}
     assert all(t.runs == 12 for t in result.values())
+
+
+def test_simd_flags_keep_what_int8_speed_hinges_on():
+    from kdedge.run import simd_flags
+
+    flags = "fpu sse4_2 avx f16c avx2 avx512f avx512_vnni avx_vnni amx_int8 sha_ni".split()
+    assert simd_flags(flags) == ["amx_int8", "avx", "avx2", "avx512_vnni", "avx512f", "avx_vnni"]
+    assert simd_flags(["fpu", "sse2"]) == []
