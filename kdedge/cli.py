@@ -38,7 +38,16 @@ def _fail(message: str, code: int = EXIT_USAGE) -> None:
     raise typer.Exit(code)
 
 
+# Only training commands checkpoint per epoch; the others write each artifact atomically, so an
+# interrupt there keeps what finished and leaves nothing half-written.
+RESUMABLE_COMMANDS = {"train", "distill", "sweep"}
+
+
 def _user_errors(fn: Callable) -> Callable:
+    interrupted = ("interrupted; the last finished epoch is checkpointed — rerun with --resume to continue"
+                   if fn.__name__ in RESUMABLE_COMMANDS else
+                   "interrupted; finished results are kept and nothing half-written was left — rerun to finish")
+
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         try:
@@ -46,8 +55,7 @@ def _user_errors(fn: Callable) -> Callable:
         except KdedgeError as exc:
             _fail(exc.message, exc.exit_code)
         except KeyboardInterrupt:
-            _fail("interrupted; the last finished epoch is checkpointed — rerun with --resume to continue",
-                  EXIT_INTERRUPTED)
+            _fail(interrupted, EXIT_INTERRUPTED)
 
     return wrapper
 
@@ -213,6 +221,19 @@ def bench(
     mc_samples: Annotated[int, typer.Option("--mc-samples", min=0, help="MC-dropout passes (0 skips).")] = 100,
     threads: ThreadsOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report JSON to stdout (tables go to stderr).")] = False,
+    host: Annotated[Optional[str], typer.Option("--host", help="Run the bench on user@addr[:port] over SSH (your "
+                                                "ssh config and keys; --device cpu or jetson there); the report "
+                                                "comes back to RUN/bench.")] = None,
+    ssh_option: Annotated[Optional[list[str]], typer.Option("--ssh-option", help="KEY=VALUE passed to ssh as -o "
+                                                            "(repeatable), e.g. IdentityFile=~/.ssh/jetson.")] = None,
+    connect_timeout: Annotated[float, typer.Option("--connect-timeout", min=1, help="Seconds to wait for --host "
+                                                   "to answer.")] = 10.0,
+    remote_kdedge: Annotated[str, typer.Option("--remote-kdedge", help="The kdedge command on --host, e.g. "
+                                               "/home/me/venv/bin/kdedge.")] = "kdedge",
+    remote_timeout: Annotated[float, typer.Option("--remote-timeout", min=1, help="Seconds allowed for each copy "
+                                                  "and for the bench on --host.")] = 3600.0,
+    test_data: Annotated[Optional[Path], typer.Option("--test-data", help="Bench on this test-split file instead "
+                                                      "of the dataset (what --host sends to the device).")] = None,
 ) -> None:
     """Accuracy, NLL, ECE/MCE, size, MACs, latency and teacher/student ratios of every model and runtime."""
     from kdedge.bench.report import terminal_table
@@ -220,25 +241,44 @@ def bench(
 
     if device not in ("cpu", "cuda", "jetson"):
         raise KdedgeError(f"--device {device!r}: valid: cpu, cuda, jetson")
+    if host is None:
+        _check_local_device(device)
+    elif test_data is not None:
+        raise KdedgeError("--test-data is for the bench that --host starts on the device; give one or the other")
+    ctx = _context(None, threads)
+    if as_json:
+        ctx = type(ctx)(console=Console(stderr=True), data_roots=ctx.data_roots)
+    options = BenchOptions(device=device, runtimes=runtime, batch=batch, runs=runs, threads=threads,
+                           mc_samples=mc_samples, test_data=test_data,
+                           models=[m.strip() for m in models.split(",") if m.strip()] if models else None)
+    if host is not None:
+        from kdedge.bench.remote import RemoteOptions, bench_remote, parse_remote_kdedge, ssh_options
+        from kdedge.remote.ssh import SshTarget
+
+        remote = RemoteOptions(target=SshTarget.parse(host, extra_options=ssh_options(ssh_option or [])),
+                               kdedge=parse_remote_kdedge(remote_kdedge), connect_timeout=connect_timeout,
+                               timeout=remote_timeout)
+        report = bench_remote(run_dir, ctx, options, remote)
+    else:
+        report = bench_run(run_dir, ctx, options)
+    ctx.print(terminal_table(report))
+    ctx.print(f"[green]report[/]: {run_dir / 'bench' / 'report.md'} (+ report.json, reliability PNGs)")
+    if as_json:
+        print(json.dumps(report, indent=2))
+
+
+def _check_local_device(device: str) -> None:
     if device == "cuda":
         import torch
 
         if not torch.cuda.is_available():
             raise KdedgeError("--device cuda: no CUDA GPU is visible to torch; use --device cpu")
-    if device == "jetson" and not Path("/etc/nv_tegra_release").exists():
-        raise KdedgeError("--device jetson: this machine is not a Jetson (no /etc/nv_tegra_release); run kdedge "
-                          "bench on the Jetson itself")
-    ctx = _context(None, threads)
-    if as_json:
-        ctx = type(ctx)(console=Console(stderr=True), data_roots=ctx.data_roots)
-    options = BenchOptions(device=device, runtimes=runtime, batch=batch, runs=runs, threads=threads,
-                           mc_samples=mc_samples,
-                           models=[m.strip() for m in models.split(",") if m.strip()] if models else None)
-    report = bench_run(run_dir, ctx, options)
-    ctx.print(terminal_table(report))
-    ctx.print(f"[green]report[/]: {run_dir / 'bench' / 'report.md'} (+ report.json, reliability PNGs)")
-    if as_json:
-        print(json.dumps(report, indent=2))
+    if device == "jetson":
+        from kdedge.bench import jetson
+
+        if not jetson.NV_TEGRA_RELEASE.exists():
+            raise KdedgeError(f"--device jetson: this machine is not a Jetson (no {jetson.NV_TEGRA_RELEASE}); run "
+                              "kdedge bench on the Jetson itself, or from here with --host user@addr")
 
 
 @app.command()

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from kdedge.bench.jetson import TRT_DIR
 from kdedge.io import write_text
 from kdedge.markdown import markdown_table
 from kdedge.metrics import CalibrationBins
@@ -34,13 +35,18 @@ def rows(report: dict[str, Any]) -> list[list[Any]]:
 
 def write_markdown(report: dict[str, Any], out_dir: Path) -> Path:
     m = report["machine"]
+    where = f" on `{report['host']}` over SSH" if report.get("host") else ""
     lines = [f"# kdedge bench: {report['recipe']} ({report['run']})", "",
-             f"Device `{report['device']}`, {report['threads']} thread(s), CPU {m['cpu']} "
+             f"Device `{report['device']}`{where}, {report['threads']} thread(s), CPU {m['cpu']} "
              f"({m['logical_cores']} logical cores); torch {report['versions'].get('torch')}, onnxruntime "
              f"{report['versions'].get('onnxruntime')}. Test split: {report['data']['test_images']} images of "
              f"{report['data']['dataset']}. Timings: median of {report['timing']['rounds']}×"
              f"{report['timing']['runs_per_round']} runs after warm-up, models interleaved per runtime.", "",
              "## Models × runtimes", "", markdown_table(COLUMNS, rows(report)), ""]
+    if "device_info" in report:
+        lines += device_info_lines(report["device_info"])
+    if "trtexec" in report:
+        lines += trtexec_lines(report["trtexec"], report["batch"])
     ratios = report["ratios"]
     if ratios:
         lines += ["## Teacher / student inference-time ratios (same runtime)", "",
@@ -79,6 +85,55 @@ def write_markdown(report: dict[str, Any], out_dir: Path) -> Path:
     return path
 
 
+def device_info_lines(info: dict[str, Any]) -> list[str]:
+    """The Jetson's power mode, releases and tegrastats summary (what a timing on it depends on)."""
+    def missing(part: dict[str, Any]) -> str | None:
+        return None if part.get("available") else f"unavailable ({part.get('reason', 'unknown')})"
+
+    mode, release, trt = info.get("power_mode", {}), info.get("release", {}), info.get("tensorrt", {})
+    rows = [["power mode (nvpmodel -q)", missing(mode) or f"{mode['name']} (id {mode['id']})"],
+            ["L4T / JetPack", missing(release) or f"L4T {release.get('l4t') or '?'}, JetPack "
+                                                  f"{release.get('jetpack') or '? (no nvidia-jetpack package)'}"],
+            ["TensorRT", missing(trt) or f"{trt['version']} ({trt['source']})"]]
+    stats = info.get("tegrastats", {})
+    if stats.get("available"):
+        def mean_max(key: str, unit: str) -> str:
+            v = stats.get(key)
+            return f"mean {v['mean']:.0f} {unit}, max {v['max']:.0f} {unit}" if v else "—"
+
+        hottest = max(stats["temperature_c_max"].items(), key=lambda kv: kv[1], default=None)
+        rows += [["tegrastats samples", f"{stats['samples']} every {stats['interval_ms']} ms, during the measurements"],
+                 ["GPU load / clock", f"{mean_max('gpu_load_percent', '%')}; {mean_max('gpu_freq_mhz', 'MHz')}"],
+                 ["input power", mean_max("input_power_mw", "mW")],
+                 ["hottest sensor", f"{hottest[0]} {hottest[1]:.1f} °C" if hottest else "—"]]
+    elif stats:
+        rows.append(["tegrastats", missing(stats) or "—"])
+    return ["## Device", "", markdown_table(["what", "value"], rows), ""]
+
+
+def trtexec_lines(trt: dict[str, Any], batch: int) -> list[str]:
+    """TensorRT engines built on the device by trtexec: latency at batch 1, throughput at --batch."""
+    if not trt.get("available"):
+        return ["## TensorRT (trtexec)", "", f"Not measured: {trt.get('reason', 'unknown')}.", ""]
+    rows = []
+    for stage, by_precision in trt["models"].items():
+        for precision, r in by_precision.items():
+            b1, bn = r.get("batch1") or {}, r.get(f"batch{batch}") or {}
+            latency = (b1.get("latency") or {})
+            rows.append([stage, precision, r["export"],
+                         _ms(latency.get("median_ms")) + f" ({_ms(latency.get('p90_ms'))})" if latency else "—",
+                         f"{bn['images_per_s']:,.0f}" if bn.get("images_per_s") else "—",
+                         r.get("error") or "ok"])
+    return ["## TensorRT (trtexec, engines built on the device)", "",
+            markdown_table(["model", "precision", "from", "ms/batch-1 query median (p90)", f"img/s batch {batch}",
+                            "status"], rows),
+            "", f"Engines and full trtexec logs: `bench/{TRT_DIR}/`.", ""]
+
+
+def _ms(value: Any) -> str:
+    return f"{value:.3f}" if isinstance(value, (int, float)) else "?"
+
+
 def write_plots(report: dict[str, Any], out_dir: Path) -> list[Path]:
     cal = report["calibration"]
     curves = {stage: CalibrationBins.from_dict(b) for stage, b in cal["bins"].items()}
@@ -101,7 +156,8 @@ def write_plots(report: dict[str, Any], out_dir: Path) -> list[Path]:
 def terminal_table(report: dict[str, Any]):
     from rich.table import Table
 
-    table = Table(title=f"kdedge bench {report['run']} ({report['device']})")
+    where = f" on {report['host']}" if report.get("host") else ""
+    table = Table(title=f"kdedge bench {report['run']} ({report['device']}{where})")
     short = ["model", "runtime", "size MB", "acc", "ECE", "ms b1", "img/s bN", "T/S b1"]
     for c in short:
         table.add_column(c, justify="left" if c in ("model", "runtime") else "right")

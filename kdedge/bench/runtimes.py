@@ -28,9 +28,10 @@ class Runtime:
 
 
 RUNTIMES: dict[str, Runtime] = {r.name: r for r in (
-    Runtime("torch", None, ("cpu", "cuda"), "torch", "pip install torch"),
-    Runtime("ort", "onnx", ("cpu", "cuda"), "onnxruntime", "pip install onnxruntime (onnxruntime-gpu for cuda)"),
-    Runtime("ort-int8", "onnx-int8", ("cpu",), "onnxruntime", "pip install onnxruntime"),
+    # on a Jetson, torch runs on its GPU when NVIDIA's JetPack wheel is installed, ONNX Runtime on its CPU
+    Runtime("torch", None, ("cpu", "cuda", "jetson"), "torch", "pip install torch"),
+    Runtime("ort", "onnx", ("cpu", "cuda", "jetson"), "onnxruntime", "pip install onnxruntime (onnxruntime-gpu for cuda)"),
+    Runtime("ort-int8", "onnx-int8", ("cpu", "jetson"), "onnxruntime", "pip install onnxruntime"),
     Runtime("trt", "engine", ("cuda", "jetson"), "tensorrt", "pip install 'kdedge[trt]' (NVIDIA's index) or JetPack"),
 )}
 
@@ -40,7 +41,10 @@ def parse_runtimes(names: str | None, device: str) -> list[Runtime]:
     from importlib.util import find_spec
 
     if names is None:
-        return [r for r in RUNTIMES.values() if device in r.devices and find_spec(r.module) is not None]
+        # the engine runs through CUDA torch tensors: without them `trt` is left out of the default set
+        # (asked for by name, it says what is missing)
+        return [r for r in RUNTIMES.values() if device in r.devices and find_spec(r.module) is not None
+                and (r.name != "trt" or torch.cuda.is_available())]
     chosen = []
     for name in (n.strip() for n in names.split(",") if n.strip()):
         if name not in RUNTIMES:

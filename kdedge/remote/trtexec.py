@@ -42,6 +42,30 @@ def trtexec_command(onnx_path: str | PathLike[str], engine_path: str | PathLike[
         args.append("--int8")  # Q/DQ scales decide what runs in INT8; no calibrator is used
     if fp16:
         args.append("--fp16")  # layers without Q/DQ may run in FP16 rather than FP32
+    return args + _timing_args(shapes, iterations, duration_s, warmup_ms, extra_args)
+
+
+def trtexec_load_command(engine_path: str | PathLike[str], *, shapes: Mapping[str, Sequence[int]] | None,
+                         iterations: int | None = None, duration_s: int | None = None, warmup_ms: int | None = None,
+                         extra_args: Sequence[str] = (), trtexec: str = "trtexec") -> list[str]:
+    """argv that times an engine built before (by trtexec_command) at another input shape, without
+    rebuilding it: the shape must lie inside the engine's optimisation profile."""
+    args = [trtexec, f"--loadEngine={_path(engine_path, 'engine_path')}"]
+    return args + _timing_args(shapes, iterations, duration_s, warmup_ms, extra_args)
+
+
+def batch_profile_args(input_name: str, image_shape: Sequence[int], max_batch: int) -> list[str]:
+    """extra_args for trtexec_command: one optimisation profile for batch 1..max_batch (optimum max_batch),
+    so that one engine serves batch-1 latency, batch-N throughput and accuracy batches. trtexec builds
+    from these and times at --shapes."""
+    batch = _positive(max_batch, "max_batch")
+    return [f"--{kind}Shapes=" + _shapes_spec({input_name: (b, *image_shape)})
+            for kind, b in (("min", 1), ("opt", batch), ("max", batch))]
+
+
+def _timing_args(shapes: Mapping[str, Sequence[int]] | None, iterations: int | None, duration_s: int | None,
+                 warmup_ms: int | None, extra_args: Sequence[str]) -> list[str]:
+    args: list[str] = []
     if shapes is not None:
         args.append("--shapes=" + _shapes_spec(shapes))
     if iterations is not None:

@@ -5,6 +5,10 @@ on disk, parameters, MACs, latency at batch 1 and throughput at a larger batch (
 timed runs after warm-up, with p10/p90), and the teacher/student inference-time ratio on the same
 runtime. Calibration (reliability diagrams, the teacher before/after T*) and MC-dropout uncertainty
 (torch, dropout models only) complete the report: <run>/bench/report.{json,md} + PNGs.
+
+The test split comes from the recipe's dataset, or from a --test-data file (what `kdedge bench --host`
+sends to a device that has no dataset). On --device jetson, the device facts and trtexec builds and
+timings of kdedge/bench/jetson.py join the report.
 """
 
 from __future__ import annotations
@@ -17,9 +21,11 @@ from typing import Any
 import numpy as np
 import torch
 
+from kdedge.bench.jetson import device_info, tegrastats_sampling, tensorrt_version_from, trtexec_models
 from kdedge.bench.report import write_markdown, write_plots
 from kdedge.bench.runtimes import (Runtime, check_input_shape, ort_predictor, parse_runtimes, torch_predictor,
                                    verified_export)
+from kdedge.bench.split_file import BenchSplit, read_split, split_from_dataset
 from kdedge.errors import KdedgeError
 from kdedge.export.ort_session import normalise
 from kdedge.io import write_json
@@ -29,12 +35,13 @@ from kdedge.metrics import calibration_bins, classification_report
 from kdedge.modelfile import load_model
 from kdedge.run import RunDir, machine_info, package_versions
 from kdedge.stages.context import StageContext
-from kdedge.stages.data import PreparedData, check_same_data, prepare_data
+from kdedge.stages.data import check_same_data, prepare_data
 from kdedge.stages.export import MODEL_STAGES
 from kdedge.stages.quant import QAT_STAGE
 from kdedge.stages.roles import finished_record, model_path
 
-REPORT_SCHEMA = "kdedge-bench-report-1"
+# -2: data.test_sha256 and data.source; device_info and trtexec (jetson); host and remote_run (--host)
+REPORT_SCHEMA = "kdedge-bench-report-2"
 BENCH_DIR = "bench"
 
 
@@ -49,6 +56,7 @@ class BenchOptions:
     runs: int = 20                      # timed runs per round (rounds x runs in all)
     mc_samples: int = 100              # 0 skips MC dropout
     mc_seed: int = 0
+    test_data: Path | None = None       # a test-split file (kdedge bench --host) instead of the dataset
 
 
 def load_torch_model(run: RunDir, stage: str):
@@ -60,60 +68,103 @@ def load_torch_model(run: RunDir, stage: str):
     return load_model(model_path(run, stage), fix=fix)[0]
 
 
+def no_exports_error(run_root: Path) -> KdedgeError:
+    return KdedgeError(f"{run_root}: no exports to benchmark; run `kdedge export {run_root} --int8` first")
+
+
 def bench_run(run_root: Path, ctx: StageContext, options: BenchOptions) -> dict[str, Any]:
     run = RunDir(run_root)
     manifest = run.read_manifest()
     exports = manifest.get("exports") or {}
     if not exports:
-        raise KdedgeError(f"{run_root}: no exports to benchmark; run `kdedge export {run_root} --int8` first")
-    stages = _models(run, options.models, exports)
+        raise no_exports_error(run_root)
+    stages = bench_models(run, options.models, exports)
     runtimes = parse_runtimes(options.runtimes, options.device)
-    data = prepare_data(run.recipe(), ctx.data_roots)
-    check_same_data(manifest.get("data"), data, run.manifest_path)
-    torch_device = torch.device("cuda" if options.device == "cuda" else "cpu")
+    if options.test_data is not None:
+        split = read_split(options.test_data, manifest,
+                           [(e["file"], e) for s in stages for e in exports.get(s, {}).values()])
+    else:
+        split = dataset_split(run, manifest, ctx)[0]
+    torch_device = _torch_device(options.device)
     if options.threads:
         torch.set_num_threads(options.threads)
-    images = normalise(data.training.test.images.numpy(), data.training.stats)
-    labels = data.training.test.labels
-
-    predictors: dict[str, dict[str, Any]] = {}
-    models: dict[str, dict[str, Any]] = {}
+    images = normalise(split.images.numpy(), split.stats)
     torch_models = {stage: load_torch_model(run, stage) for stage in stages}
-    for stage in stages:
-        record = manifest["stages"][stage]
-        models[stage] = {"parameters": record["parameters"], "macs": count_macs(torch_models[stage], data.input_shape),
-                         "train_time_s": record.get("train_time_s"), "runtimes": {}}
-        for runtime in runtimes:
-            predict, size = _predictor(run, exports, stage, runtime, torch_models[stage], torch_device, options,
-                                       data.input_shape)
-            if predict is None:
-                continue
-            logits = _batched(predict, images, options.batch)
-            report = classification_report(torch.from_numpy(logits), labels)
-            models[stage]["runtimes"][runtime.name] = {**report, "size_bytes": size}
-            predictors.setdefault(runtime.name, {})[stage] = predict
-            ctx.print(f"[cyan]{stage}[/] {runtime.name}: accuracy {report['accuracy']:.4f}, ECE {report['ece']:.4f}")
-
-    _time_all(predictors, models, images, options, ctx)
+    out_dir = run.root / BENCH_DIR
+    jetson = options.device == "jetson"
+    extras: dict[str, Any] = {}
+    engines: dict[str, Path] = {}
+    # on a Jetson, tegrastats samples the whole measurement: trtexec builds and timings, then ours
+    with tegrastats_sampling(jetson) as sampler:
+        if jetson:
+            extras["device_info"] = device_info()
+            extras["trtexec"], engines = trtexec_models(run.root, exports, stages, split.input_shape, options.batch,
+                                                        out_dir, ctx.print)
+        models, predictors = _evaluate(run, exports, stages, runtimes, torch_models, split, images, engines,
+                                       torch_device, options, ctx)
+        _time_all(predictors, models, images, options, ctx)
+    if sampler is not None:
+        info = extras["device_info"]
+        info["tegrastats"] = sampler.summary()
+        info["tensorrt"] = tensorrt_version_from(info["tensorrt"], extras["trtexec"])
     result = {
         "schema": REPORT_SCHEMA, "run": str(run_root), "recipe": manifest["recipe"]["name"],
         "device": options.device, "threads": options.threads or torch.get_num_threads(),
         "batch": options.batch, "timing": {"rounds": options.rounds, "runs_per_round": options.runs},
-        "data": {"dataset": data.dataset.name, "test_images": int(len(labels))},
+        "data": {"dataset": split.dataset, "test_images": int(len(split.labels)), "test_sha256": split.sha256,
+                 "source": split.source},
         "models": models, "ratios": _ratios(models),
-        "calibration": _calibration(run, torch_models, data, torch_device),
-        "uncertainty": _uncertainty(torch_models, images, labels, options, torch_device, ctx),
+        "calibration": _calibration(run, torch_models, split, torch_device),
+        "uncertainty": _uncertainty(torch_models, images, split.labels, options, torch_device, ctx),
+        **extras,
         "machine": machine_info(), "versions": package_versions(),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
-    out_dir = run.root / BENCH_DIR
     write_plots(result, out_dir)
     write_markdown(result, out_dir)
     write_json(out_dir / "report.json", result)  # last: a report.json means the whole report is there
     return result
 
 
-def _models(run: RunDir, requested: list[str] | None, exports: dict) -> list[str]:
+def dataset_split(run: RunDir, manifest: dict[str, Any], ctx: StageContext) -> tuple[BenchSplit, tuple[str, ...]]:
+    """The run's test split from its dataset (and the class names), refused if the data changed."""
+    data = prepare_data(run.recipe(), ctx.data_roots)
+    check_same_data(manifest.get("data"), data, run.manifest_path)
+    return split_from_dataset(data.dataset.name, data.training.test, data.training.stats), data.dataset.classes
+
+
+def _torch_device(device: str) -> torch.device:
+    if device == "cuda" or (device == "jetson" and torch.cuda.is_available()):
+        return torch.device("cuda")  # a Jetson's torch (NVIDIA's JetPack wheel) runs on its GPU
+    return torch.device("cpu")
+
+
+def _evaluate(run: RunDir, exports: dict, stages: list[str], runtimes: list[Runtime], torch_models: dict,
+              split: BenchSplit, images: np.ndarray, engines: dict[str, Path], torch_device: torch.device,
+              options: BenchOptions, ctx: StageContext) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+    """Per model: size, MACs and each runtime's metrics from its own logits; and the predictors to time."""
+    predictors: dict[str, dict[str, Any]] = {}
+    models: dict[str, dict[str, Any]] = {}
+    for stage in stages:
+        record = run.stage_record(stage) or {}
+        models[stage] = {"parameters": record["parameters"], "macs": count_macs(torch_models[stage], split.input_shape),
+                         "train_time_s": record.get("train_time_s"), "runtimes": {}}
+        for runtime in runtimes:
+            predict, size = _predictor(run, exports, stage, runtime, torch_models[stage], torch_device, options,
+                                       split.input_shape, engines)
+            if predict is None:
+                continue
+            logits = _batched(predict, images, options.batch)
+            report = classification_report(torch.from_numpy(logits), split.labels)
+            models[stage]["runtimes"][runtime.name] = {**report, "size_bytes": size}
+            if runtime.name == "trt" and stage in engines:  # which device-built engine (INT8 when there is one)
+                models[stage]["runtimes"]["trt"]["engine"] = f"{BENCH_DIR}/{engines[stage].parent.name}/{engines[stage].name}"
+            predictors.setdefault(runtime.name, {})[stage] = predict
+            ctx.print(f"[cyan]{stage}[/] {runtime.name}: accuracy {report['accuracy']:.4f}, ECE {report['ece']:.4f}")
+    return models, predictors
+
+
+def bench_models(run: RunDir, requested: list[str] | None, exports: dict) -> list[str]:
     finished = [s for s in MODEL_STAGES if finished_record(run, s)]
     if requested is None:
         return [s for s in finished if s in exports]
@@ -125,10 +176,17 @@ def _models(run: RunDir, requested: list[str] | None, exports: dict) -> list[str
 
 
 def _predictor(run: RunDir, exports: dict, stage: str, runtime: Runtime, model, device: torch.device,
-               options: BenchOptions, input_shape) -> tuple[Any, int | None]:
+               options: BenchOptions, input_shape, engines: dict[str, Path]) -> tuple[Any, int | None]:
     if runtime.export_format is None:
         size = model_path(run, stage).stat().st_size
         return torch_predictor(model, device), size
+    if runtime.name == "trt" and options.device == "jetson":
+        # engines do not move between GPUs: a Jetson runs the engine trtexec just built on it
+        if stage not in engines:
+            return None, None
+        from kdedge.export.tensorrt_engine import EngineRunner
+
+        return EngineRunner(engines[stage].read_bytes()), engines[stage].stat().st_size
     if runtime.export_format not in exports.get(stage, {}):
         return None, None  # e.g. no INT8 export of the teacher: reported as absent, not an error
     path = verified_export(run.root, exports, stage, runtime.export_format)
@@ -177,20 +235,20 @@ def _ratios(models: dict) -> dict[str, Any]:
     return out
 
 
-def _calibration(run: RunDir, torch_models: dict, data: PreparedData, device: torch.device) -> dict[str, Any]:
+def _calibration(run: RunDir, torch_models: dict, split: BenchSplit, device: torch.device) -> dict[str, Any]:
     """Reliability bins of each model's fp32 torch predictions, and the teacher before/after T*."""
     from kdedge.train.evaluate import predict_logits
 
     bins = {}
     for stage, model in torch_models.items():
-        logits = predict_logits(model, data.training.test, data.training.stats, batch_size=256, device=device)
-        bins[stage] = calibration_bins(torch.softmax(logits.double(), 1), data.training.test.labels).to_dict()
+        logits = predict_logits(model, split.image_data, split.stats, batch_size=256, device=device)
+        bins[stage] = calibration_bins(torch.softmax(logits.double(), 1), split.labels).to_dict()
         if stage == "teacher":
             teacher_logits = logits
     t = run.read_manifest().get("temperatures", {}).get("teacher")
     scaled = None
     if t is not None and "teacher" in torch_models:
-        scaled = calibration_bins(torch.softmax(teacher_logits.double() / t, 1), data.training.test.labels).to_dict()
+        scaled = calibration_bins(torch.softmax(teacher_logits.double() / t, 1), split.labels).to_dict()
     return {"bins": bins, "teacher_temperature": t, "teacher_bins_at_temperature": scaled}
 
 

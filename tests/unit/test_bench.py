@@ -46,9 +46,9 @@ def digits_test():
 
 def test_report_holds_every_model_and_runtime(exported_run):
     r = report(exported_run)
-    assert r["schema"] == "kdedge-bench-report-1"
+    assert r["schema"] == "kdedge-bench-report-2"
     assert set(r["models"]) == {"teacher", "student"}
-    for stage, info in r["models"].items():
+    for info in r["models"].values():
         assert set(info["runtimes"]) == {"torch", "ort", "ort-int8"}
         assert info["macs"] > 0 and info["parameters"] > 0 and info["train_time_s"] > 0
         for rt in info["runtimes"].values():
@@ -56,6 +56,8 @@ def test_report_holds_every_model_and_runtime(exported_run):
                 assert key in rt
             assert rt["batch1"]["runs"] == 10 and rt["batch1"]["p10_ms"] <= rt["batch1"]["median_ms"] <= rt["batch1"]["p90_ms"]
     assert r["machine"]["cpu"] and r["versions"]["onnxruntime"] and r["threads"] >= 1
+    assert r["data"]["source"] == "dataset" and len(r["data"]["test_sha256"]) == 64
+    assert not {"host", "device_info", "trtexec"} & r.keys()  # remote / Jetson-only sections
     for name in ("report.md", "reliability.png"):
         assert (exported_run / "bench" / name).is_file()
 
@@ -90,7 +92,7 @@ def test_json_flag_prints_the_report(exported_run, tmp_path):
     result = invoke("bench", dst, "--runs", "1", "--runtime", "ort", "--json")
     assert result.exit_code == 0, result.output
     printed = result.stdout[result.stdout.index("{"):]
-    assert json.loads(printed)["schema"] == "kdedge-bench-report-1"
+    assert json.loads(printed)["schema"] == "kdedge-bench-report-2"
 
 
 def test_run_without_exports_says_to_export(tmp_path, make_recipe):

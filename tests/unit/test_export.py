@@ -224,6 +224,7 @@ def test_killed_export_leaves_nothing_recorded(run_copy, monkeypatch):
     monkeypatch.setattr(stage, "quantize_static_qdq", killed)
     result = invoke("export", run_copy, "--format", "onnx-int8", "--models", "student")
     assert result.exit_code != 0
+    assert "interrupted; finished results are kept" in result.output and "--resume" not in result.output
     assert "onnx-int8" not in manifest(run_copy)["exports"]["student"]
     assert sorted(p.name for p in (run_copy / "exports/student").iterdir()) == ["model.onnx"]
 

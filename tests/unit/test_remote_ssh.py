@@ -1,19 +1,13 @@
-"""The SSH transport end to end, against a real OpenSSH server started for these tests on 127.0.0.1.
-
-The sshd gets a fresh host key, config, authorized_keys and pid file in a temp directory; the client
-gets a fresh key and known_hosts file there too (through SshTarget.extra_options, with -F /dev/null so
-no ssh config is read), so nothing in ~/.ssh or /etc/ssh is read or written. Needs /usr/sbin/sshd:
-`make test` installs Debian's openssh-server when it runs as root; elsewhere these tests skip.
+"""The SSH transport end to end, against a real OpenSSH server started for these tests on 127.0.0.1
+(the `sshd` fixture of tests/conftest.py: fresh host and client keys, config and known_hosts in a temp
+directory, nothing in ~/.ssh or /etc/ssh read or written; skips where /usr/sbin/sshd is missing).
 """
 
 from __future__ import annotations
 
-import getpass
 import hashlib
 import os
-import shutil
 import socket
-import subprocess
 import sys
 import tarfile
 import time
@@ -24,81 +18,9 @@ import pytest
 from kdedge.errors import KdedgeError
 from kdedge.remote import ssh
 from kdedge.remote.ssh import SshTarget, check_reachable, copy_from, copy_to, run, ssh_argv
+from tests.conftest import free_port
 
-SSHD = Path("/usr/sbin/sshd")
 REPO = Path(__file__).resolve().parents[2]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _keygen(path: Path) -> None:
-    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "kdedge-test", "-f", str(path)],
-                   check=True, capture_output=True)
-
-
-@pytest.fixture(scope="module")
-def sshd(tmp_path_factory):
-    """(port, client options) of a throwaway sshd on 127.0.0.1, stopped after the module's tests."""
-    if not SSHD.exists():
-        pytest.skip("no OpenSSH server: /usr/sbin/sshd is missing (apt-get install openssh-server; "
-                    "`make test` does it when run as root)")
-    if not (shutil.which("ssh") and shutil.which("ssh-keygen")):
-        pytest.skip("no OpenSSH client (apt-get install openssh-client)")
-    d = tmp_path_factory.mktemp("sshd")
-    _keygen(d / "host_key")
-    _keygen(d / "client_key")
-    (d / "authorized_keys").write_text((d / "client_key.pub").read_text())
-    if os.geteuid() == 0:
-        # sshd running as root needs its privilege-separation directory; the openssh-server package
-        # creates it only when its service starts, which containers do not do
-        Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)
-    client = ("-F", "/dev/null", "-i", str(d / "client_key"), "-o", "IdentitiesOnly=yes",
-              "-o", f"UserKnownHostsFile={d / 'known_hosts'}", "-o", "StrictHostKeyChecking=no",
-              "-o", "LogLevel=ERROR")
-    for _attempt in range(3):  # the free port may be taken between choosing it and sshd binding it
-        port = _free_port()
-        (d / "sshd_config").write_text("\n".join([
-            "ListenAddress 127.0.0.1", f"Port {port}", f"HostKey {d / 'host_key'}", f"PidFile {d / 'sshd.pid'}",
-            f"AuthorizedKeysFile {d / 'authorized_keys'}", "StrictModes no", "UsePAM no",
-            "PasswordAuthentication no", "KbdInteractiveAuthentication no", "PubkeyAuthentication yes",
-            "PermitRootLogin prohibit-password", "LogLevel VERBOSE", ""]))
-        log = open(d / "sshd.log", "w")
-        proc = subprocess.Popen([str(SSHD), "-D", "-e", "-f", str(d / "sshd_config")], stdout=log,
-                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-        deadline = time.monotonic() + 15
-        while time.monotonic() < deadline and proc.poll() is None:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-                break
-            except OSError:
-                time.sleep(0.1)
-        if proc.poll() is None:
-            break
-        log.close()
-    else:
-        pytest.fail(f"sshd did not start: {(d / 'sshd.log').read_text()[-2000:]}")
-    target = SshTarget.parse(f"{getpass.getuser()}@127.0.0.1:{port}", extra_options=client)
-    try:
-        try:
-            check_reachable(target, timeout=20)
-        except KdedgeError as exc:
-            sshd_log = (d / "sshd.log").read_text()
-            if "account is locked" in sshd_log:
-                pytest.skip(f"sshd refuses a locked account ({getpass.getuser()}): {exc.message}")
-            pytest.fail(f"cannot log in to the test sshd: {exc.message}; sshd log: {sshd_log[-2000:]}")
-        yield target
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
 
 
 def test_run_returns_stdout_and_exit_code(sshd):
@@ -175,7 +97,7 @@ def test_kdedge_runs_remotely(sshd):
 
 
 def test_closed_port_fails_within_the_timeout(tmp_path):
-    target = SshTarget.parse(f"nobody@127.0.0.1:{_free_port()}", extra_options=_isolated(tmp_path))
+    target = SshTarget.parse(f"nobody@127.0.0.1:{free_port()}", extra_options=_isolated(tmp_path))
     t0 = time.monotonic()
     with pytest.raises(KdedgeError) as info:
         check_reachable(target, timeout=5)
