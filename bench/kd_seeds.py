@@ -19,7 +19,7 @@ from typing import Any
 
 from rich.console import Console
 
-from kdedge.io import write_json, write_text
+from kdedge.io import write_result
 from kdedge.markdown import markdown_table
 from kdedge.recipe import Recipe, load_recipe, recipe_from_dict
 from kdedge.run import RunDir, machine_info, open_run, package_versions
@@ -132,10 +132,7 @@ def main() -> None:
               "kd_recipe": str(args.kd.relative_to(ROOT) if args.kd.is_relative_to(ROOT) else args.kd),
               "seeds": args.seeds, "per_seed": per_seed, "summary": summarise(per_seed),
               "machine": machine_info(), "versions": package_versions()}
-    write_json(args.out, result)
-    write_text(args.out.with_suffix(".md"), markdown(result))
-    print(markdown(result))
-    print(f"wrote {args.out}")
+    write_result(args.out, result, markdown(result))
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ from pathlib import Path
 from rich.console import Console
 
 from kdedge.export.formats import parse_formats
-from kdedge.io import write_json, write_text
+from kdedge.io import write_result
 from kdedge.markdown import markdown_table
 from kdedge.run import RunDir, machine_info, package_versions
 from kdedge.stages.context import StageContext
@@ -65,16 +65,13 @@ def main() -> None:
     result = {"runs": per_run, "stats": stats, "qat_int8_ge_ptq_int8_tensorrt_form": verdict,
               "qat_ort_ge_ptq_ort": stats["qat_ort"]["mean"] >= stats["ptq_ort"]["mean"],
               "machine": machine_info(), "versions": package_versions()}
-    write_json(args.out, result)
     md = (f"# QAT-KD vs PTQ over {len(args.runs)} runs\n\n"
           + markdown_table(["model", "test accuracy % (mean ± std)"],
                            [[label, f"{stats[k]['mean'] * 100:.2f} ± {stats[k]['std'] * 100:.2f}"]
                             for k, label in COLUMNS.items()])
           + f"\n\nQAT-KD INT8 ≥ PTQ INT8 (TensorRT form): {verdict}; (ONNX Runtime form): "
             f"{result['qat_ort_ge_ptq_ort']}\n")
-    write_text(args.out.with_suffix(".md"), md)
-    print(md)
-    print(f"wrote {args.out}")
+    write_result(args.out, result, md)
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from kdedge.bench.export_timing import time_exports
-from kdedge.io import write_json, write_text
+from kdedge.io import write_result
 from kdedge.markdown import markdown_table
 from kdedge.run import RunDir, machine_info, package_versions
 
@@ -79,10 +79,7 @@ def main() -> None:
     result = {"pairs": pairs, "threads": args.threads, "rounds": args.rounds, "runs": args.runs,
               "goal": {"ratio": GOAL_RATIO, "max_gap_pt": MAX_GAP_PT},
               "machine": machine_info(), "versions": package_versions()}
-    write_json(args.out, result)
-    write_text(args.out.with_suffix(".md"), markdown(result))
-    print(markdown(result))
-    print(f"wrote {args.out}")
+    write_result(args.out, result, markdown(result))
 
 
 if __name__ == "__main__":

@@ -62,6 +62,16 @@ def write_json(path: str | os.PathLike, obj: Any) -> None:
     write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n")
 
 
+def write_result(path: str | os.PathLike, result: Any, markdown: str) -> None:
+    """A benchmark's result as JSON for machines at `path` and Markdown for people beside it (.md),
+    both atomically; the Markdown is also printed, then where they went."""
+    path = Path(path)
+    write_json(path, result)
+    write_text(path.with_suffix(".md"), markdown)
+    print(markdown)
+    print(f"wrote {path} and {path.with_suffix('.md').name}")
+
+
 def _json_default(obj: Any) -> Any:
     if isinstance(obj, Path):
         return str(obj)

@@ -32,8 +32,7 @@ from kdedge.io import write_json
 from kdedge.remote import ssh
 from kdedge.remote.ssh import SshTarget
 from kdedge.run import MANIFEST, RunDir
-from kdedge.stages.bench import (BENCH_DIR, REPORT_SCHEMA, BenchOptions, bench_models, dataset_split,
-                                 no_exports_error)
+from kdedge.stages.bench import BENCH_DIR, REPORT_SCHEMA, BenchOptions, dataset_split, exported_models
 from kdedge.stages.context import StageContext
 from kdedge.stages.roles import MODEL_FILE
 
@@ -78,12 +77,7 @@ def bench_remote(run_root: Path, ctx: StageContext, options: BenchOptions, remot
     if options.device not in REMOTE_DEVICES:
         raise KdedgeError(f"--device {options.device} with --host: valid: {', '.join(REMOTE_DEVICES)} (for a CUDA "
                           "machine, run `kdedge bench RUN --device cuda` on it: engines are built where they run)")
-    run = RunDir(run_root)
-    manifest = run.read_manifest()
-    exports = manifest.get("exports") or {}
-    if not exports:
-        raise no_exports_error(run_root)
-    stages = bench_models(run, options.models, exports)
+    run, manifest, exports, stages = exported_models(run_root, options.models)
     target = remote.target
     ssh.check_reachable(target, remote.connect_timeout)
     _check_remote_kdedge(remote)

@@ -68,17 +68,18 @@ def load_torch_model(run: RunDir, stage: str):
     return load_model(model_path(run, stage), fix=fix)[0]
 
 
-def no_exports_error(run_root: Path) -> KdedgeError:
-    return KdedgeError(f"{run_root}: no exports to benchmark; run `kdedge export {run_root} --int8` first")
-
-
-def bench_run(run_root: Path, ctx: StageContext, options: BenchOptions) -> dict[str, Any]:
+def exported_models(run_root: Path, requested: list[str] | None) -> tuple[RunDir, dict, dict, list[str]]:
+    """(run, manifest, its exports, the models to bench); a run without exports says how to make them."""
     run = RunDir(run_root)
     manifest = run.read_manifest()
     exports = manifest.get("exports") or {}
     if not exports:
-        raise no_exports_error(run_root)
-    stages = bench_models(run, options.models, exports)
+        raise KdedgeError(f"{run_root}: no exports to benchmark; run `kdedge export {run_root} --int8` first")
+    return run, manifest, exports, bench_models(run, requested, exports)
+
+
+def bench_run(run_root: Path, ctx: StageContext, options: BenchOptions) -> dict[str, Any]:
+    run, manifest, exports, stages = exported_models(run_root, options.models)
     runtimes = parse_runtimes(options.runtimes, options.device)
     if options.test_data is not None:
         split = read_split(options.test_data, manifest,
