@@ -15,6 +15,7 @@ BatchMode (no prompt), nothing stored.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import posixpath
 import shlex
@@ -23,7 +24,9 @@ import subprocess
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
+
+from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from kdedge.bench.report import write_markdown
 from kdedge.bench.split_file import SPLIT_FILE, write_split
@@ -88,11 +91,26 @@ def bench_remote(run_root: Path, ctx: StageContext, options: BenchOptions, remot
             ctx.print(f"[cyan]{target}[/]: sending {_mb(bundle)} MB ({', '.join(stages)}) to {remote_tmp}")
             ssh.copy_to(target, [bundle], remote_tmp, timeout=remote.timeout)
             remote_run = posixpath.join(remote_tmp, BUNDLE_DIR)
-            ctx.print(f"[cyan]{target}[/]: running kdedge bench --device {options.device} there")
-            _run_remote_bench(remote, remote_run, stages, options)
+            # its output comes back when it ends; a spinner with the elapsed time shows it is still going
+            with _spinner(ctx, f"[cyan]{target}[/]: running kdedge bench --device {options.device} there "
+                               "(TensorRT engine builds take minutes)"):
+                _run_remote_bench(remote, remote_run, stages, options)
             return _fetch_report(remote, remote_run, run_root)
         finally:
             _remove_remote(remote, remote_tmp, ctx)
+
+
+@contextlib.contextmanager
+def _spinner(ctx: StageContext, message: str) -> Iterator[None]:
+    if ctx.console is None:
+        yield
+        return
+    progress = Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
+                        console=ctx.console, transient=True)
+    with progress:
+        progress.add_task(message, total=None)
+        yield
+    ctx.print(f"{message}: done")
 
 
 def _check_remote_kdedge(remote: RemoteOptions) -> None:
