@@ -71,6 +71,9 @@ class ScheduleConfig(_Strict):
     gamma: float = Field(0.1, gt=0, le=1)
 
 
+UNHASHED_TRAIN_FIELDS = ("eval_every",)
+
+
 class TrainConfig(_Strict):
     """One model's training budget. Cross-field rules are checked in `_check_schedule`."""
 
@@ -83,6 +86,9 @@ class TrainConfig(_Strict):
     augment: bool = Field(True, description="random crop (+ flip where the dataset allows it)")
     crop_padding: int = Field(2, ge=0, le=16)
     channels_last: bool = Field(True, description="NHWC memory format for conv nets (faster on CPU)")
+    eval_every: int = Field(1, ge=1, le=10_000, description="evaluate val and test every N epochs and after the "
+                            "last (long schedules on small transfer sets spend most of their time evaluating); "
+                            "the trained weights do not depend on it")
 
     @model_validator(mode="after")
     def _check_schedule(self) -> "TrainConfig":
@@ -281,8 +287,18 @@ class Recipe(_Strict):
         """Hash of what the teacher, student and baseline depend on: formatting, comments, key order,
         where the run is written (output_dir) and the experiment sections do not change it."""
         content = {k: v for k, v in self.to_dict().items() if k not in ("output_dir", *EXPERIMENT_SECTIONS)}
-        canonical = json.dumps(content, sort_keys=True, separators=(",", ":"))
+        canonical = json.dumps(without_unhashed(content), sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+def without_unhashed(obj: Any) -> Any:
+    """`obj` without the training fields that leave the trained weights unchanged (UNHASHED_TRAIN_FIELDS),
+    at any depth, so setting them neither invalidates a finished run nor blocks resuming one."""
+    if isinstance(obj, dict):
+        return {k: without_unhashed(v) for k, v in obj.items() if k not in UNHASHED_TRAIN_FIELDS}
+    if isinstance(obj, list):
+        return [without_unhashed(v) for v in obj]
+    return obj
 
 
 # --------------------------------------------------------------------------------------------- loading
@@ -378,7 +394,7 @@ def _teacher_from_run(recipe: Recipe, source: str) -> Recipe:
     mine = recipe.teacher
     for key in ("model", "train"):
         given = getattr(mine, key)
-        if given is not None and given.model_dump(mode="json") != theirs[key]:
+        if given is not None and without_unhashed(given.model_dump(mode="json")) != without_unhashed(theirs[key]):
             raise KdedgeError(f"{source}: teacher.{key}: differs from the teacher of {root}; "
                               f"remove teacher.{key} (it is read from that run) or drop from_run")
     try:

@@ -28,7 +28,7 @@ from kdedge.quant.modelopt_backend import (
     quantizer_count,
     save_qat_model,
 )
-from kdedge.recipe import Recipe, RoleConfig
+from kdedge.recipe import Recipe, RoleConfig, without_unhashed
 from kdedge.run import RunDir
 from kdedge.stages.context import StageContext
 from kdedge.stages.data import PreparedData
@@ -78,7 +78,7 @@ def train_qat_student(recipe: Recipe, run: RunDir, ctx: StageContext, *, data: P
 
 def qat_fingerprint(recipe: Recipe) -> str:
     """The run's hash (teacher, student, data) plus the quant: section, which the hash leaves out."""
-    quant = json.dumps(recipe.quant.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+    quant = json.dumps(without_unhashed(recipe.quant.model_dump(mode="json")), sort_keys=True, separators=(",", ":"))
     return f"{recipe.hash}:{QAT_STAGE}:{hashlib.sha256(quant.encode()).hexdigest()[:16]}"
 
 

@@ -142,7 +142,8 @@ def fit(model: nn.Module, step: StepFn, *, data: TrainingData, cfg: TrainConfig,
                 model, step, optimizer, data.train, mean, std, cfg=cfg, epoch=epoch, seed=seed,
                 bounds=bounds, augmentation=augmentation, channels_last=channels_last,
                 progress=progress, task=task, label=label)
-            record.update(_evaluate(model, data, cfg, device))
+            if (epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs:
+                record.update(_evaluate(model, data, cfg, device))
             result.history.append(record)
             save_checkpoint(ckpt_path, {
                 "epoch": epoch + 1, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
@@ -221,6 +222,6 @@ def _progress(console: Console | None) -> Progress:
 
 
 def _epoch_line(label: str, r: dict, epochs: int) -> str:
+    evaluated = (f"val {r['val_accuracy']:.4f}  test {r['test_accuracy']:.4f}  " if "val_accuracy" in r else "")
     return (f"[cyan]{label}[/] epoch {r['epoch']:>3}/{epochs}  loss {r['train_loss']:.4f}  "
-            f"train {r['train_accuracy']:.4f}  val {r['val_accuracy']:.4f}  test {r['test_accuracy']:.4f}  "
-            f"{r['train_images_per_s']:,.0f} img/s  {r['epoch_time_s']:.1f}s")
+            f"train {r['train_accuracy']:.4f}  {evaluated}{r['train_images_per_s']:,.0f} img/s  {r['epoch_time_s']:.1f}s")

@@ -182,3 +182,18 @@ def test_checkpoint_write_killed_midway_never_leaves_a_loadable_partial(tmp_path
     assert torch.equal(state["model"]["w"], expected)  # complete and self-consistent
     leftovers = [p for p in tmp_path.iterdir() if p.name != ckpt.name]
     assert all(p.name.startswith(".checkpoint.pt.") and p.suffix == ".tmp" for p in leftovers)
+
+
+def test_eval_every_changes_only_when_metrics_are_taken(tmp_path: Path):
+    """Evaluating every 3rd epoch (and after the last) trains bitwise the same weights as evaluating
+    every epoch, so the recipe hash leaves eval_every out and a finished run is still reused."""
+    every = recipe_from_dict(CONV)
+    sparse = recipe_from_dict(deep_update(CONV, {"teacher": {"train": {"epochs": 4, "eval_every": 3}}}))
+    data = prepare_data(every)
+    a = _fit(every, data, tmp_path / "a")
+    b = _fit(sparse, data, tmp_path / "b")
+    _assert_same_weights(a.state_dict(), b.state_dict())
+    history = torch.load(tmp_path / "b" / "checkpoint.pt", weights_only=True)["history"]
+    assert [r["epoch"] for r in history if "val_accuracy" in r] == [3, 4]
+    assert sparse.hash == every.hash
+    assert recipe_from_dict(deep_update(CONV, {"teacher": {"train": {"epochs": 5}}})).hash != every.hash
