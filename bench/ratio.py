@@ -5,7 +5,9 @@ model it replaces, and what does it cost in accuracy.
 For each run: the teacher's fp32 ONNX, the student's fp32 ONNX and its INT8 ONNX (and the QAT
 student's, if exported) are timed interleaved on the same images and thread count (medians of
 rounds x runs timed calls after warm-up, p10/p90 kept). Accuracy is each file's own, measured by
-`kdedge export` with ONNX Runtime on the whole test split. Writes bench/results/ratio.{json,md}.
+`kdedge export` with ONNX Runtime on the whole test split. A graph that does no arithmetic is timed in
+the same rounds: its latency is what one ORT call costs, so teacher / floor is the largest ratio any
+student could reach on this machine. Writes bench/results/ratio.{json,md}.
 
     kdedge export runs/fmnist_kd_cnn_seed0 --int8
     python bench/ratio.py runs/fmnist_kd_cnn_seed0 runs/fmnist_kd_mlp_seed0 --threads 1
@@ -17,7 +19,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from kdedge.bench.export_timing import time_exports
+from kdedge.bench.export_timing import CALL_FLOOR, time_exports
 from kdedge.io import write_result
 from kdedge.markdown import markdown_table
 from kdedge.run import RunDir, machine_info, package_versions
@@ -32,8 +34,10 @@ def pair_result(run: RunDir, *, threads: int, rounds: int, runs: int) -> dict[st
              "student int8": ("student", "onnx-int8")}
     if "onnx-int8" in exports.get("student_qat", {}):
         picks["student_qat int8"] = ("student_qat", "onnx-int8")
-    timed = time_exports(run, picks, threads=threads, rounds=rounds, runs=runs)
+    timed = time_exports(run, picks, threads=threads, rounds=rounds, runs=runs, call_floor=True)
+    floor = timed.pop(CALL_FLOOR)
     teacher = timed["teacher fp32"]
+    ceiling = {f"batch{b}": teacher[f"batch{b}"]["median_ms"] / floor[f"batch{b}"]["median_ms"] for b in (1, 64)}
     ratios = {}
     for key, entry in timed.items():
         if key == "teacher fp32":
@@ -42,7 +46,8 @@ def pair_result(run: RunDir, *, threads: int, rounds: int, runs: int) -> dict[st
         ratio = {f"batch{b}": teacher[f"batch{b}"]["median_ms"] / entry[f"batch{b}"]["median_ms"] for b in (1, 64)}
         ratios[key] = {**ratio, "accuracy_gap_pt": gap_pt,
                        "goal_met": min(ratio.values()) >= GOAL_RATIO and gap_pt <= MAX_GAP_PT}
-    return {"run": str(run.root), "formats": timed, "ratios_vs_teacher_fp32": ratios}
+    return {"run": str(run.root), "formats": timed, "ratios_vs_teacher_fp32": ratios,
+            "call_floor": {"batch1": floor["batch1"], "batch64": floor["batch64"], "max_ratio": ceiling}}
 
 
 def markdown(result: dict[str, Any]) -> str:
@@ -61,9 +66,14 @@ def markdown(result: dict[str, Any]) -> str:
                          f"{ratio['batch1']:.1f}×" if ratio else "1×", f"{ratio['batch64']:.1f}×" if ratio else "1×",
                          f"{ratio['accuracy_gap_pt']:+.2f}" if ratio else "—",
                          ("yes" if ratio["goal_met"] else "no") if ratio else "—"])
+        floor = pair["call_floor"]
         lines += [f"## {pair['run']}", "",
                   markdown_table(["model", "test acc %", "batch 1 ms (p10–p90)", "batch 64 ms (p10–p90)", "KiB",
-                                  "ratio b1", "ratio b64", "gap pt", "goal"], rows), ""]
+                                  "ratio b1", "ratio b64", "gap pt", "goal"], rows), "",
+                  f"One ORT call with no arithmetic takes {floor['batch1']['median_ms']:.4f} ms at batch 1 and "
+                  f"{floor['batch64']['median_ms']:.4f} ms at batch 64, so no student can be more than "
+                  f"{floor['max_ratio']['batch1']:.0f}× (b1) / {floor['max_ratio']['batch64']:.0f}× (b64) faster "
+                  "than this teacher here.", ""]
     return "\n".join(lines)
 
 

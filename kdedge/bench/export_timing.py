@@ -8,6 +8,8 @@ split with ONNX Runtime (its parity record), so timing and accuracy describe the
 
 from __future__ import annotations
 
+import tempfile
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -33,9 +35,34 @@ def export_records(run: RunDir, picks: dict[str, tuple[str, str]]) -> dict[str, 
     return records
 
 
+CALL_FLOOR = "ORT call floor"
+
+
+def write_call_floor_model(path: Path, input_shape: tuple[int, ...], num_classes: int) -> Path:
+    """An ONNX graph that only flattens its input and slices `num_classes` values out: timing it
+    measures what one ONNX Runtime call costs with (almost) no arithmetic, the lower bound on any
+    model's latency and so the upper bound on a teacher/student ratio."""
+    from onnx import TensorProto, checker, helper, save
+
+    def const(name: str, value: int):
+        return helper.make_node("Constant", [], [name], value=helper.make_tensor(name, TensorProto.INT64, [1], [value]))
+
+    nodes = [helper.make_node("Flatten", ["input"], ["flat"], axis=1), const("start", 0),
+             const("end", num_classes), const("axis", 1),
+             helper.make_node("Slice", ["flat", "start", "end", "axis"], ["logits"])]
+    graph = helper.make_graph(nodes, "call_floor",
+                              [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", *input_shape])],
+                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", num_classes])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    checker.check_model(model)
+    save(model, str(path))
+    return path
+
+
 def time_exports(run: RunDir, picks: dict[str, tuple[str, str]], *, threads: int, batches: tuple[int, ...] = (64, 1),
-                 rounds: int = 10, runs: int = 50) -> dict[str, dict[str, Any]]:
-    """Per key: model, format, file, bytes, accuracy, agreement with fp32 and `batch<N>` timings."""
+                 rounds: int = 10, runs: int = 50, call_floor: bool = False) -> dict[str, dict[str, Any]]:
+    """Per key: model, format, file, bytes, accuracy, agreement with fp32 and `batch<N>` timings;
+    with `call_floor`, also the CALL_FLOOR graph (no accuracy) timed in the same rounds."""
     records = export_records(run, picks)
     data = prepare_data(run.recipe())
     test_images = data.training.test.images
@@ -46,6 +73,12 @@ def time_exports(run: RunDir, picks: dict[str, tuple[str, str]], *, threads: int
     result = {key: {"model": picks[key][0], "format": rec["format"], "file": rec["file"], "bytes": rec["bytes"],
                     "accuracy": rec["parity"]["accuracy"], "agreement_with_fp32": rec["parity"]["agreement"]}
               for key, rec in records.items()}
+    if call_floor:
+        with tempfile.TemporaryDirectory() as tmp:  # the session holds the graph; the file can go
+            path = write_call_floor_model(Path(tmp) / "floor.onnx", tuple(images.shape[1:]), data.num_classes)
+            sessions[CALL_FLOOR] = open_session(path, threads=threads)
+        result[CALL_FLOOR] = {"model": None, "format": "onnx", "file": None, "bytes": None, "accuracy": None,
+                              "agreement_with_fp32": None}
     for batch in batches:
         x = np.ascontiguousarray(images[:batch])
         calls = {key: (lambda s=s, x=x: s.run(None, {s.get_inputs()[0].name: x})) for key, s in sessions.items()}

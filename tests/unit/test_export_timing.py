@@ -71,3 +71,21 @@ def test_missing_and_changed_exports_are_one_line_errors(fp32_run, tmp_path):
         assert "\n" not in str(info.value)
     finally:
         path.write_bytes(original)
+
+
+def test_call_floor_graph_only_flattens_and_slices(tmp_path):
+    from kdedge.bench.export_timing import write_call_floor_model
+
+    path = write_call_floor_model(tmp_path / "floor.onnx", (1, 8, 8), 10)
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    x = np.random.default_rng(0).standard_normal((5, 1, 8, 8)).astype(np.float32)
+    (out,) = session.run(None, {"input": x})
+    np.testing.assert_array_equal(out, x.reshape(5, -1)[:, :10])
+
+
+def test_call_floor_is_timed_with_the_exports(fp32_run):
+    from kdedge.bench.export_timing import CALL_FLOOR, time_exports
+
+    result = time_exports(fp32_run, PICKS, threads=1, batches=(8, 1), rounds=2, runs=3, call_floor=True)
+    assert set(result) == {*PICKS, CALL_FLOOR}
+    assert result[CALL_FLOOR]["accuracy"] is None and result[CALL_FLOOR]["batch8"]["runs"] == 6
