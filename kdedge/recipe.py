@@ -180,6 +180,9 @@ class SweepConfig(_Strict):
                      description="dotted field path under student. or distill., e.g. distill.losses[0].temperature")
     values: list[Any] = Field(min_length=1, max_length=100)
     ensemble: bool = Field(False, description="also vote the sweep's students as an ensemble (majority, mean-prob, best-k)")
+    mc_dropout: int = Field(0, ge=0, le=10_000,
+                            description="MC-dropout passes on the teacher and every sweep student, with MUPE and "
+                                        "overlaid MC reliability curves (seed 000's uncertainty transfer); 0 = off")
 
 
 class QuantConfig(_Strict):

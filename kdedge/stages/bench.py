@@ -257,39 +257,9 @@ def _uncertainty(torch_models: dict, images: np.ndarray, labels: torch.Tensor, o
                  device: torch.device, ctx: StageContext) -> dict[str, Any]:
     """MC dropout on the torch models (ONNX and TensorRT run dropout as identity), and MUPE of each
     student against the teacher. A model without dropout is reported as such."""
-    from kdedge.uncertainty import McDropoutNotApplicable, mc_dropout_predict, mc_metrics, mupe
+    from kdedge.uncertainty.compare import compare_mc_dropout
 
     if options.mc_samples <= 0:
         return {"skipped": "--mc-samples 0"}
-    x = torch.from_numpy(images)
-    models: dict[str, Any] = {}
-    confidence: dict[str, torch.Tensor] = {}
-    for stage, model in torch_models.items():
-        try:
-            result = mc_dropout_predict(model.to(device), x, samples=options.mc_samples, seed=options.mc_seed,
-                                        device=device)
-        except McDropoutNotApplicable as exc:
-            models[stage] = {"applicable": False, "reason": str(exc)}
-            continue
-        metrics = mc_metrics(result, labels)
-        models[stage] = {"applicable": True, "runtime": "torch", **metrics, "split_at": result.split_at,
-                         "bins": calibration_bins(result.mean_probs.double(), labels).to_dict()}
-        confidence[stage] = result.confidence
-        ctx.print(f"[cyan]MC dropout[/] {stage}: {options.mc_samples} passes ({result.method}), "
-                  f"accuracy {metrics['accuracy']:.4f}, ECE {metrics['ece']:.4f}")
-    out: dict[str, Any] = {"samples": options.mc_samples, "seed": options.mc_seed, "models": models}
-    if "teacher" in confidence:
-        # MUPE needs the teacher's MC confidence; a student without dropout contributes its plain softmax
-        # confidence (its MC average), which the report marks.
-        out["mupe"] = {}
-        for stage, model in torch_models.items():
-            if stage == "teacher":
-                continue
-            if stage in confidence:
-                conf, source = confidence[stage], "mc"
-            else:
-                with torch.inference_mode():
-                    logits = torch.cat([model(x[i:i + 256].to(device)).float().cpu() for i in range(0, len(x), 256)])
-                conf, source = torch.softmax(logits.double(), 1).max(1).values, "deterministic (no dropout)"
-            out["mupe"][stage] = {"value": mupe(confidence["teacher"], conf), "student_confidence": source}
-    return out
+    return compare_mc_dropout(torch_models, torch.from_numpy(images), labels, samples=options.mc_samples,
+                              seed=options.mc_seed, device=device, log=ctx.print)

@@ -45,6 +45,14 @@ def slug(value: Any) -> str:
     return re.sub(r"[^A-Za-z0-9._=-]+", "_", str(value).replace("[", "_").replace("]", "")).strip("_") or "_"
 
 
+def point_label(value: Any) -> str:
+    """A sweep value as people read it: a model spec as `cnn(channels=[8, 16], dropout=0.5)`."""
+    if isinstance(value, dict) and "name" in value:
+        options = ", ".join(f"{k}={v}" for k, v in value.items() if k != "name")
+        return f"{value['name']}({options})"
+    return str(value)
+
+
 def _record(inputs: ExperimentInputs, stage: str) -> dict[str, Any]:
     return inputs.run.read_manifest()["stages"][stage]
 
@@ -93,7 +101,7 @@ def run_sweep(inputs: ExperimentInputs) -> dict[str, Any]:
     payload = {"field": field, "teacher_test_accuracy": teacher_acc, "points": rows}
     _write_report(out_dir, "sweep", payload,
                   ["value", "KD acc", "KD NLL", "KD ECE", "baseline acc", "params"],
-                  [[r["value"], r["student"]["accuracy"], r["student"]["nll"], r["student"]["ece"],
+                  [[point_label(r["value"]), r["student"]["accuracy"], r["student"]["nll"], r["student"]["ece"],
                     r["baseline"]["accuracy"] if r["baseline"] else "—", r["student_parameters"]] for r in rows],
                   f"Sweep of {field} ({recipe.name})")
     values = [r["value"] for r in rows]
@@ -105,7 +113,51 @@ def run_sweep(inputs: ExperimentInputs) -> dict[str, Any]:
     ctx.print(f"[green]sweep[/]: {len(rows)} students -> {out_dir / 'sweep.md'}")
     if recipe.sweep.ensemble:
         payload["ensemble"] = run_ensemble(inputs, students, out_dir)
+    if recipe.sweep.mc_dropout:
+        labels = [point_label(r["value"]) for r in rows]
+        payload["uncertainty"] = run_uncertainty(inputs, dict(zip(labels, students)), out_dir)
     return payload
+
+
+# ---------------------------------------------------------------------------------------- uncertainty
+
+
+def run_uncertainty(inputs: ExperimentInputs, stages: dict[str, str], out_dir: Path) -> dict[str, Any]:
+    """Seed 000: MC dropout on the teacher and each student (N passes, test split), MC accuracy, ECE
+    and mean entropy, each student's MUPE against the teacher, and the MC reliability curves overlaid."""
+    from kdedge.export.ort_session import normalise
+    from kdedge.metrics import CalibrationBins
+    from kdedge.plots import reliability_diagram
+    from kdedge.uncertainty.compare import compare_mc_dropout
+
+    recipe, training = inputs.recipe, inputs.data.training
+    models: dict[str, nn.Module] = {"teacher": inputs.teacher}
+    parameters = {"teacher": _record(inputs, "teacher")["parameters"]}
+    for label, stage in stages.items():
+        models[label], _ = load_model(model_path(inputs.run, stage), fix="rerun `kdedge distill` to rebuild it")
+        parameters[label] = _record(inputs, stage)["parameters"]
+    x = torch.from_numpy(normalise(training.test.images.numpy(), training.stats))
+    result = compare_mc_dropout(models, x, training.test.labels, samples=recipe.sweep.mc_dropout, seed=recipe.seed,
+                                device=inputs.device, log=inputs.ctx.print)
+    result["stages"] = stages
+    result["parameters"] = parameters
+    rows = []
+    for name, entry in result["models"].items():
+        mupe = result.get("mupe", {}).get(name)
+        if entry["applicable"]:
+            rows.append([name, parameters[name], entry["accuracy"], entry["ece"], entry["mean_entropy"],
+                         f"{mupe['value']:.5f}" if mupe else "—"])
+        else:
+            rows.append([name, parameters[name], "no dropout", "—", "—",
+                         f"{mupe['value']:.5f} (deterministic)" if mupe else "—"])
+    _write_report(out_dir, "uncertainty", result, ["model", "params", "MC acc", "MC ECE", "mean entropy", "MUPE"],
+                  rows, f"MC dropout ({recipe.sweep.mc_dropout} passes): teacher vs the sweep's students")
+    curves = {name: CalibrationBins.from_dict(e["bins"]) for name, e in result["models"].items() if e["applicable"]}
+    if curves:
+        reliability_diagram(curves, out_dir / "uncertainty.png",
+                            title=f"{recipe.name}: MC-dropout reliability, teacher vs students")
+    inputs.ctx.print(f"[green]uncertainty[/]: MC dropout on {len(models)} models -> {out_dir / 'uncertainty.md'}")
+    return result
 
 
 # -------------------------------------------------------------------------------------------- ensemble

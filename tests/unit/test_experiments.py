@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 
 from kdedge.errors import KdedgeError
 from kdedge.recipe import recipe_from_dict
@@ -47,6 +48,46 @@ def test_width_sweep_trains_a_baseline_per_point(tmp_path: Path):
     assert params[0] < params[1]
     assert "sweep/student.model.widths/8/baseline" in stages and "sweep/student.model.widths/32/baseline" in stages
 
+
+
+def test_capacity_sweep_with_mc_dropout_uncertainty_transfer(tmp_path: Path):
+    """Seed 000: students of growing capacity from a dropout teacher, MC dropout on all, MUPE."""
+    from kdedge.export.ort_session import normalise
+    from kdedge.modelfile import load_model
+    from kdedge.stages.data import prepare_data
+    from kdedge.uncertainty import mc_dropout_predict
+
+    small = {"name": "mlp", "widths": [8]}  # no dropout: reported as such, MUPE from its softmax
+    large = {"name": "mlp", "widths": [32], "dropout": 0.3}
+    raw = deep_update(KD, {"teacher": {"model": {"dropout": 0.3}}, "distill": {"baseline": False},
+                           "sweep": {"set": "student.model", "values": [small, large], "mc_dropout": 7}})
+    run, stages = _run(raw, tmp_path)
+    out = run / "sweep" / "student.model"
+    report = _assert_report(out, "uncertainty")
+    names = list(report["models"])
+    assert names[0] == "teacher" and len(names) == 3
+    small_name, large_name = names[1], names[2]
+    assert report["models"][small_name] == {"applicable": False, "reason": report["models"][small_name]["reason"]}
+    assert "no nn.Dropout" in report["models"][small_name]["reason"]
+    assert report["models"][large_name]["applicable"] and report["samples"] == 7
+    assert report["parameters"][small_name] < report["parameters"][large_name]
+
+    # oracle: the teacher's MC confidence from mc_dropout_predict with the recipe's seed, the small
+    # student's from a plain forward pass; MUPE and MC accuracy recomputed here
+    recipe = recipe_from_dict(deep_update(raw, {"output_dir": str(tmp_path / "runs")}))
+    test = prepare_data(recipe).training
+    x = torch.from_numpy(normalise(test.test.images.numpy(), test.stats))
+    teacher, _ = load_model(run / "teacher" / "model.pt", fix="")
+    mc = mc_dropout_predict(teacher, x, samples=7, seed=recipe.seed)
+    student, _ = load_model(run / report["stages"][small_name] / "model.pt", fix="")
+    with torch.no_grad():
+        conf_small = torch.softmax(student.eval()(x).double(), 1).max(1).values
+    expected = float(((mc.confidence.double() - conf_small) ** 2).mean())
+    assert report["mupe"][small_name]["value"] == pytest.approx(expected, abs=1e-9)
+    assert report["mupe"][small_name]["student_confidence"] == "deterministic (no dropout)"
+    accuracy = (mc.mean_probs.argmax(1) == test.test.labels).double().mean().item()
+    assert report["models"]["teacher"]["accuracy"] == pytest.approx(accuracy, abs=1e-12)
+    assert report["mupe"][large_name]["student_confidence"] == "mc"
 
 def test_chain_and_symmetry(tmp_path: Path):
     raw = deep_update(KD, {"assistants": {"assistant": {"model": {"name": "mlp", "widths": [32]},

@@ -1,0 +1,56 @@
+"""MC dropout on a teacher and its students, side by side, and each student's MUPE against the teacher
+(seed 000's uncertainty transfer). Shared by `kdedge bench` and the recipe's uncertainty experiment."""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Mapping
+
+import torch
+from torch import nn
+
+from kdedge.metrics import calibration_bins
+from kdedge.uncertainty.mc_dropout import McDropoutNotApplicable, mc_dropout_predict, mc_metrics
+from kdedge.uncertainty.stats import mupe
+
+DETERMINISTIC = "deterministic (no dropout)"
+
+
+def _softmax_confidence(model: nn.Module, x: torch.Tensor, device: torch.device, batch: int = 256) -> torch.Tensor:
+    with torch.inference_mode():
+        logits = torch.cat([model(x[i:i + batch].to(device)).float().cpu() for i in range(0, len(x), batch)])
+    return torch.softmax(logits.double(), 1).max(1).values
+
+
+def compare_mc_dropout(models: Mapping[str, nn.Module], x: torch.Tensor, labels: torch.Tensor, *, samples: int,
+                       seed: int, device: torch.device, teacher: str = "teacher",
+                       log: Callable[[str], None] = lambda _: None) -> dict[str, Any]:
+    """{samples, seed, models: {name: MC metrics + reliability bins, or why not applicable}, mupe: {student:
+    {value, student_confidence}}}. `x` is the normalised test input. A student without dropout takes its
+    plain softmax confidence (its MC average) into MUPE, and the result says so; MUPE is left out when the
+    teacher itself has no dropout."""
+    per_model: dict[str, Any] = {}
+    confidence: dict[str, torch.Tensor] = {}
+    for name, model in models.items():
+        try:
+            result = mc_dropout_predict(model.to(device), x, samples=samples, seed=seed, device=device)
+        except McDropoutNotApplicable as exc:
+            per_model[name] = {"applicable": False, "reason": str(exc)}
+            continue
+        metrics = mc_metrics(result, labels)
+        per_model[name] = {"applicable": True, "runtime": "torch", **metrics, "split_at": result.split_at,
+                           "bins": calibration_bins(result.mean_probs.double(), labels).to_dict()}
+        confidence[name] = result.confidence
+        log(f"[cyan]MC dropout[/] {name}: {samples} passes ({result.method}), accuracy {metrics['accuracy']:.4f}, "
+            f"ECE {metrics['ece']:.4f}")
+    out: dict[str, Any] = {"samples": samples, "seed": seed, "models": per_model}
+    if teacher in confidence:
+        out["mupe"] = {}
+        for name, model in models.items():
+            if name == teacher:
+                continue
+            if name in confidence:
+                conf, source = confidence[name], "mc"
+            else:
+                conf, source = _softmax_confidence(model, x, device), DETERMINISTIC
+            out["mupe"][name] = {"value": mupe(confidence[teacher], conf), "student_confidence": source}
+    return out
