@@ -127,6 +127,9 @@ def sweep(
     set_: Annotated[Optional[str], typer.Option("--set", help="FIELD=VALUES, e.g. distill.losses[0].temperature=1:20 "
                                                               "or student.model.widths=[32],[64] (else the recipe's sweep:)")] = None,
     ensemble: Annotated[bool, typer.Option("--ensemble", help="Also vote the students as ensembles.")] = False,
+    mc_dropout: Annotated[int, typer.Option("--mc-dropout", min=0, max=10_000,
+                                            help="MC-dropout passes on the teacher and every student, with MUPE "
+                                                 "(seed 000's uncertainty transfer); 0 = off.")] = 0,
     resume: ResumeOpt = False,
     force: ForceOpt = False,
     device: DeviceOpt = None,
@@ -138,7 +141,7 @@ def sweep(
 
     recipe = load_recipe(recipe_file)
     if set_ is not None:
-        recipe = with_sweep(recipe, set_, ensemble=ensemble, source=str(recipe_file))
+        recipe = with_sweep(recipe, set_, ensemble=ensemble, mc_dropout=mc_dropout, source=str(recipe_file))
     elif recipe.sweep is None:
         raise KdedgeError(f"{recipe_file}: no sweep: section; pass --set FIELD=VALUES")
     ctx, planned = _open(recipe, recipe_file, device, threads, force)

@@ -573,13 +573,14 @@ def parse_sweep_values(spec: str) -> list[Any]:
     return [yaml.load(item, Loader=_RecipeLoader) for item in items]
 
 
-def with_sweep(recipe: Recipe, assignment: str, *, ensemble: bool, source: str) -> Recipe:
+def with_sweep(recipe: Recipe, assignment: str, *, ensemble: bool, source: str, mc_dropout: int = 0) -> Recipe:
     """The recipe with its sweep: block replaced by FIELD=VALUES from the command line."""
     field, sep, spec = assignment.partition("=")
     if not sep:
         raise KdedgeError(f"--set {assignment!r}: write FIELD=VALUES, e.g. distill.losses[0].temperature=1:20")
     raw = recipe.to_dict()
-    raw["sweep"] = {"set": field.strip(), "values": parse_sweep_values(spec), "ensemble": ensemble}
+    raw["sweep"] = {"set": field.strip(), "values": parse_sweep_values(spec), "ensemble": ensemble,
+                    "mc_dropout": mc_dropout}
     return recipe_from_dict(raw, source=source)
 
 

@@ -89,6 +89,19 @@ def test_capacity_sweep_with_mc_dropout_uncertainty_transfer(tmp_path: Path):
     assert report["models"]["teacher"]["accuracy"] == pytest.approx(accuracy, abs=1e-12)
     assert report["mupe"][large_name]["student_confidence"] == "mc"
 
+
+def test_sweep_command_line_with_mc_dropout(tmp_path: Path, make_recipe, cli):
+    raw = deep_update(KD, {"teacher": {"model": {"dropout": 0.3}}, "distill": {"baseline": False}})
+    path = make_recipe({k: v for k, v in raw.items() if k != "output_dir"})
+    result = cli("sweep", path, "--set", "student.model.widths=[8],[16]", "--mc-dropout", "3")
+    assert result.exit_code == 0, result.output
+    out = tmp_path / "runs" / "tiny" / "sweep" / "student.model.widths"
+    report = _assert_report(out, "uncertainty")
+    assert report["samples"] == 3 and list(report["models"]) == ["teacher", "[8]", "[16]"]
+    assert set(report["mupe"]) == {"[8]", "[16]"}
+    bad = cli("sweep", path, "--set", "student.model.widths")
+    assert bad.exit_code == 2 and "write FIELD=VALUES" in bad.output and "Traceback" not in bad.output
+
 def test_chain_and_symmetry(tmp_path: Path):
     raw = deep_update(KD, {"assistants": {"assistant": {"model": {"name": "mlp", "widths": [32]},
                                                         "train": KD["student"]["train"]}},
