@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pickle
+import zipfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -12,9 +14,22 @@ from torch import nn
 from kdedge.errors import KdedgeError
 from kdedge.io import atomic_path
 from kdedge.models import build_model
-from kdedge.train.checkpoint import load_torch_file
 
 MODEL_FORMAT = "kdedge-model-1"
+
+
+def load_torch_file(path: Path, *, expected_format: str, fix: str) -> dict[str, Any]:
+    """torch.load with weights_only=True; a truncated or foreign file is a one-line error."""
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise KdedgeError(f"{path}: file not found; {fix}") from None
+    except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, OSError, ValueError) as exc:
+        reason = str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__
+        raise KdedgeError(f"{path}: corrupt or truncated file ({reason}); {fix}") from None
+    if not isinstance(obj, dict) or obj.get("format") != expected_format:
+        raise KdedgeError(f"{path}: not a {expected_format} file; {fix}")
+    return obj
 
 
 @dataclass(frozen=True)

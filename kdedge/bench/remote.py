@@ -35,9 +35,9 @@ from kdedge.io import write_json
 from kdedge.remote import ssh
 from kdedge.remote.ssh import SshTarget
 from kdedge.run import MANIFEST, RunDir
-from kdedge.stages.bench import BENCH_DIR, REPORT_SCHEMA, BenchOptions, dataset_split, exported_models
+from kdedge.layout import BENCH_DIR, MODEL_FILE
+from kdedge.stages.bench import REPORT_SCHEMA, BenchOptions, dataset_split, exported_models
 from kdedge.stages.context import StageContext
-from kdedge.stages.roles import MODEL_FILE
 
 REMOTE_DEVICES = ("cpu", "jetson")
 NOT_SENT = ("engine",)        # a TensorRT engine only runs on the GPU that built it

@@ -19,8 +19,7 @@ from torch import nn
 
 from kdedge.errors import KdedgeError
 from kdedge.io import atomic_path
-from kdedge.modelfile import ModelSpecRecord
-from kdedge.train.checkpoint import load_torch_file
+from kdedge.modelfile import ModelSpecRecord, load_torch_file
 
 QAT_MODEL_FORMAT = "kdedge-qat-model-1"
 MISSING = "nvidia-modelopt is not installed; pip install 'kdedge[modelopt]' (quant.backend: modelopt)"
@@ -109,3 +108,10 @@ def load_qat_model(path: Path, *, fix: str) -> tuple[nn.Module, ModelSpecRecord]
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip()
     return text.splitlines()[0][:100] if text else type(exc).__name__
+
+
+def without_fake_quant(quantized: nn.Module, spec: ModelSpecRecord) -> nn.Module:
+    """The plain fp32 model holding a QAT model's weights (its quantizers' state dropped), in eval mode."""
+    plain = spec.build()
+    plain.load_state_dict({k: v for k, v in quantized.state_dict().items() if "_quantizer" not in k})
+    return plain.eval()

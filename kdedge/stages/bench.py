@@ -32,17 +32,14 @@ from kdedge.io import write_json
 from kdedge.latency import time_interleaved
 from kdedge.macs import count_macs
 from kdedge.metrics import calibration_bins, classification_report
-from kdedge.modelfile import load_model
 from kdedge.run import RunDir, machine_info, package_versions
 from kdedge.stages.context import StageContext
 from kdedge.stages.data import check_same_data, prepare_data
-from kdedge.stages.export import MODEL_STAGES
-from kdedge.stages.quant import QAT_STAGE
-from kdedge.stages.roles import finished_record, model_path
+from kdedge.layout import BENCH_DIR, finished_models, model_path, requested_models
+from kdedge.stage_model import load_stage_model
 
 # -2: data.test_sha256 and data.source; device_info and trtexec (jetson); host and remote_run (--host)
 REPORT_SCHEMA = "kdedge-bench-report-2"
-BENCH_DIR = "bench"
 
 
 @dataclass(frozen=True)
@@ -57,15 +54,6 @@ class BenchOptions:
     mc_samples: int = 100              # 0 skips MC dropout
     mc_seed: int = 0
     test_data: Path | None = None       # a test-split file (kdedge bench --host) instead of the dataset
-
-
-def load_torch_model(run: RunDir, stage: str):
-    fix = f"retrain it: `kdedge distill RECIPE --force` ({stage})"
-    if stage == QAT_STAGE:
-        from kdedge.quant.modelopt_backend import load_qat_model
-
-        return load_qat_model(model_path(run, stage), fix=fix)[0]
-    return load_model(model_path(run, stage), fix=fix)[0]
 
 
 def exported_models(run_root: Path, requested: list[str] | None) -> tuple[RunDir, dict, dict, list[str]]:
@@ -90,7 +78,7 @@ def bench_run(run_root: Path, ctx: StageContext, options: BenchOptions) -> dict[
     if options.threads:
         torch.set_num_threads(options.threads)
     images = normalise(split.images.numpy(), split.stats)
-    torch_models = {stage: load_torch_model(run, stage) for stage in stages}
+    torch_models = {stage: load_stage_model(run, stage)[0] for stage in stages}
     out_dir = run.root / BENCH_DIR
     jetson = options.device == "jetson"
     extras: dict[str, Any] = {}
@@ -166,14 +154,9 @@ def _evaluate(run: RunDir, exports: dict, stages: list[str], runtimes: list[Runt
 
 
 def bench_models(run: RunDir, requested: list[str] | None, exports: dict) -> list[str]:
-    finished = [s for s in MODEL_STAGES if finished_record(run, s)]
     if requested is None:
-        return [s for s in finished if s in exports]
-    for name in requested:
-        if name not in finished:
-            raise KdedgeError(f"--models {name!r}: {run.root} has no finished {name}; finished here: "
-                              f"{', '.join(finished) or 'none'}")
-    return [s for s in MODEL_STAGES if s in requested]
+        return [s for s in finished_models(run) if s in exports]
+    return requested_models(run, requested)
 
 
 def _predictor(run: RunDir, exports: dict, stage: str, runtime: Runtime, model, device: torch.device,

@@ -13,11 +13,9 @@ from kdedge.plots import reliability_diagram
 from kdedge.run import RunDir
 from kdedge.stages.context import StageContext
 from kdedge.stages.data import PreparedData, check_same_data, prepare_data
-from kdedge.stages.teacher import MODEL_FILE, STAGE as TEACHER
+from kdedge.layout import RELIABILITY_FILE, TEACHER, TEMPERATURE_FILE as CALIBRATION_FILE, model_path as stage_model_path
 from kdedge.train.evaluate import predict_logits
 
-CALIBRATION_FILE = "calibration.json"
-RELIABILITY_FILE = "reliability.png"
 N_BINS = 10
 
 
@@ -25,7 +23,7 @@ def calibrate_teacher(run: RunDir, ctx: StageContext, data: PreparedData | None 
     """Fit T* on the validation split. `data` may be passed when the caller has already loaded it."""
     recipe = run.recipe()
     record = run.stage_record(TEACHER)
-    model_path = run.stage_dir(TEACHER) / MODEL_FILE
+    model_path = stage_model_path(run, TEACHER)
     if not record or record.get("status") != "complete":
         raise KdedgeError(f"{run.root}: the teacher is not trained yet; run `kdedge train` on its recipe first")
     model, _ = load_model(model_path, fix="retrain the teacher with `kdedge train RECIPE --force`")

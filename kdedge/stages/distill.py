@@ -25,15 +25,13 @@ from kdedge.stages.calibration import calibrate_teacher
 from kdedge.stages.context import StageContext
 from kdedge.stages.data import PreparedData, check_same_data, prepare_data
 from kdedge.stages.experiments import ExperimentInputs, run_chain, run_sweep, run_symmetry
-from kdedge.stages.roles import RoleJob, finished_record, model_path, resume_state_for, train_role
-from kdedge.stages.teacher import STAGE as TEACHER
+from kdedge.layout import BASELINE, STUDENT, TEACHER, finished_record, model_path
+from kdedge.stages.roles import RoleJob, resume_state_for, train_role
 from kdedge.stages.teacher import train_teacher
 from kdedge.train import TrainingData, supervised_step
 from kdedge.train.batches import prepare_batch
 from kdedge.train.distill_step import KDTerm, feature_cache_fits, make_distill_step, teacher_outputs
 
-STUDENT = "student"
-BASELINE = "baseline"
 
 
 @dataclass(frozen=True)

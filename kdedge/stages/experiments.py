@@ -23,7 +23,7 @@ from kdedge.recipe import Recipe, sweep_point
 from kdedge.run import RunDir
 from kdedge.stages.context import StageContext
 from kdedge.stages.data import PreparedData
-from kdedge.stages.roles import model_path
+from kdedge.layout import model_path
 from kdedge.train.evaluate import predict_logits
 
 

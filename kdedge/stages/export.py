@@ -30,17 +30,14 @@ from kdedge.export.ort_session import normalise, open_session, session_logits
 from kdedge.export.parity import Parity, ParityThresholds, gate_failures, parity
 from kdedge.export.qdq_graph import summarise_qdq
 from kdedge.io import atomic_path, sha256_file
-from kdedge.modelfile import load_model
 from kdedge.recipe import ExportConfig
 from kdedge.run import RunDir, package_versions
 from kdedge.stages.context import StageContext
 from kdedge.stages.data import PreparedData, check_same_data, prepare_data
-from kdedge.stages.quant import QAT_STAGE
-from kdedge.stages.roles import finished_record, model_path
+from kdedge.layout import EXPORT_DIR, QAT_STUDENT as QAT_STAGE, finished_models, requested_models
+from kdedge.stage_model import load_stage_model
 from kdedge.train.evaluate import predict_logits
 
-EXPORT_DIR = "exports"
-MODEL_STAGES = ("teacher", "student", "baseline", QAT_STAGE)
 FP32_TOLERANCE = 1e-4  # max |logit difference| between the fp32 ONNX and torch on real test images
 
 
@@ -145,19 +142,13 @@ def export_table(run_root: Path, exports: dict[str, Any]):
 
 
 def _select_models(run: RunDir, requested: list[str] | None) -> list[str]:
-    finished = [s for s in MODEL_STAGES if finished_record(run, s)]
+    finished = finished_models(run)
     if requested is None:
         if "student" not in finished:
             raise KdedgeError(f"{run.root}: no finished student to export; run `kdedge distill RECIPE` first "
                               f"(or pick models with --models, finished here: {', '.join(finished) or 'none'})")
         return finished
-    for name in requested:
-        if name not in MODEL_STAGES:
-            raise KdedgeError(f"--models {name!r}: unknown model; valid: {', '.join(MODEL_STAGES)}")
-        if name not in finished:
-            raise KdedgeError(f"--models {name!r}: {run.root} has no finished {name}; "
-                              f"finished here: {', '.join(finished) or 'none'}")
-    return [s for s in MODEL_STAGES if s in requested]
+    return requested_models(run, requested)
 
 
 def _check_input_shape(run: RunDir, stages: list[str], data: PreparedData) -> None:
@@ -168,18 +159,13 @@ def _check_input_shape(run: RunDir, stages: list[str], data: PreparedData) -> No
 
 
 def _load(run: RunDir, stage: str) -> _ModelInputs:
-    fix = f"retrain it: `kdedge distill RECIPE --force` ({stage})"
+    model, spec = load_stage_model(run, stage)
     if stage == QAT_STAGE:
-        from kdedge.quant.modelopt_backend import load_qat_model
+        from kdedge.quant.modelopt_backend import without_fake_quant
 
-        quantized, spec = load_qat_model(model_path(run, stage), fix=fix)
-        plain = spec.build()
         # The QAT weights without their fake quantizers: the fp32 reference, and what ORT's PTQ starts from.
-        weights = {k: v for k, v in quantized.state_dict().items() if "_quantizer" not in k}
-        plain.load_state_dict(weights)
-        return _ModelInputs(stage, plain.eval(), quantized.eval())
-    model, _ = load_model(model_path(run, stage), fix=fix)
-    return _ModelInputs(stage, model.eval(), None)
+        return _ModelInputs(stage, without_fake_quant(model, spec), model)
+    return _ModelInputs(stage, model, None)
 
 
 class _References:

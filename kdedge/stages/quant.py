@@ -32,13 +32,13 @@ from kdedge.recipe import Recipe, RoleConfig, without_unhashed
 from kdedge.run import RunDir
 from kdedge.stages.context import StageContext
 from kdedge.stages.data import PreparedData
-from kdedge.stages.distill import STUDENT, TransferSet, kd_job, reuse_or_resume
-from kdedge.stages.roles import finished_record, model_path, train_role
+from kdedge.layout import QAT_STUDENT as QAT_STAGE, STUDENT, finished_record, model_path
+from kdedge.stages.distill import TransferSet, kd_job, reuse_or_resume
+from kdedge.stages.roles import train_role
 from kdedge.train import TrainingData
 from kdedge.train.batches import prepare_batch
 from kdedge.train.distill_step import KDTerm
 
-QAT_STAGE = "student_qat"
 
 
 def train_qat_student(recipe: Recipe, run: RunDir, ctx: StageContext, *, data: PreparedData,

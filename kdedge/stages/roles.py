@@ -17,6 +17,7 @@ from torch import nn
 
 from kdedge.errors import KdedgeError
 from kdedge.io import write_json
+from kdedge.layout import CHECKPOINT_FILE, METRICS_FILE, MODEL_FILE
 from kdedge.metrics import classification_report
 from kdedge.modelfile import ModelSpecRecord, save_model
 from kdedge.recipe import RoleConfig
@@ -25,10 +26,7 @@ from kdedge.stages.context import StageContext
 from kdedge.stages.data import PreparedData
 from kdedge.train import StepFn, TrainingData, fit
 from kdedge.train.evaluate import predict_logits
-from kdedge.train.loop import CHECKPOINT_NAME, read_resume_state
-
-MODEL_FILE = "model.pt"
-METRICS_FILE = "metrics.json"
+from kdedge.train.loop import read_resume_state
 
 # Builds the step for a freshly initialised model; may also return trainable helper modules
 # (e.g. hint adapters) that are optimised and checkpointed with the model.
@@ -53,20 +51,10 @@ class RoleJob:
     save: ModelSaver = save_model  # writes <stage>/model.pt (QAT models need their quantizer state too)
 
 
-def finished_record(run: RunDir, stage: str, *, exists: bool = True) -> dict[str, Any] | None:
-    """The manifest record of a finished role whose model file is present, else None."""
-    if not exists:
-        return None
-    record = run.stage_record(stage)
-    if record and record.get("status") == "complete" and (run.stage_dir(stage) / MODEL_FILE).is_file():
-        return record
-    return None
-
-
 def resume_state_for(run: RunDir, job_stage: str, fingerprint: str, *, resume: bool,
                      exists: bool = True) -> dict[str, Any] | None:
     """The checkpoint to continue from. Read before anything is written, so a bad one fails cleanly."""
-    ckpt = run.stage_dir(job_stage) / CHECKPOINT_NAME
+    ckpt = run.stage_dir(job_stage) / CHECKPOINT_FILE
     if exists and ckpt.exists() and not resume:
         raise KdedgeError(f"{ckpt}: an unfinished {job_stage} training is there; "
                           "pass --resume to continue it or --force to start the run afresh")
@@ -114,7 +102,3 @@ def split_reports(model: nn.Module, data: PreparedData, batch_size: int, device:
 
 def parameter_count(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
-
-
-def model_path(run: RunDir, stage: str) -> Path:
-    return run.stage_dir(stage) / MODEL_FILE

@@ -9,11 +9,10 @@ from kdedge.io import write_bytes
 from kdedge.run import PlannedRun, RunDir
 from kdedge.stages.context import StageContext
 from kdedge.stages.data import PreparedData, check_same_data, prepare_data
-from kdedge.stages.roles import MODEL_FILE, RoleJob, finished_record, resume_state_for, train_role
+from kdedge.layout import METRICS_FILE, MODEL_FILE, RELIABILITY_FILE, TEACHER as STAGE, TEMPERATURE_FILE, finished_record
+from kdedge.stages.roles import RoleJob, resume_state_for, train_role
 from kdedge.train import supervised_step
 
-STAGE = "teacher"
-__all__ = ["MODEL_FILE", "STAGE", "train_teacher"]
 
 
 def train_teacher(recipe: Recipe, planned: PlannedRun, ctx: StageContext, *, resume: bool = False,
@@ -41,7 +40,7 @@ def train_teacher(recipe: Recipe, planned: PlannedRun, ctx: StageContext, *, res
     return train_role(job, run=run, data=data, ctx=ctx, device=device, resume_state=resume_state)
 
 
-IMPORTED_FILES = ("model.pt", "metrics.json", "calibration.json", "reliability.png")
+IMPORTED_FILES = (MODEL_FILE, METRICS_FILE, TEMPERATURE_FILE, RELIABILITY_FILE)
 
 
 def import_teacher(recipe: Recipe, planned: PlannedRun, ctx: StageContext,

@@ -20,6 +20,7 @@ from torch import nn
 
 from kdedge.data import ImageData
 from kdedge.errors import KdedgeError
+from kdedge.layout import CHECKPOINT_FILE
 from kdedge.metrics import accuracy, nll
 from kdedge.recipe import TrainConfig
 from kdedge.train.batches import AugmentSpec, InputStats, prepare_batch
@@ -28,7 +29,6 @@ from kdedge.train.evaluate import predict_logits, uses_conv
 from kdedge.train.schedule import learning_rate
 from kdedge.train.steps import StepFn
 
-CHECKPOINT_NAME = "checkpoint.pt"
 _PROGRESS_EVERY = 10  # batches between progress refreshes (each one syncs the device)
 
 
@@ -57,7 +57,7 @@ class FitResult:
 
 def read_resume_state(out_dir: Path, fingerprint: str) -> dict[str, Any] | None:
     """The checkpoint to resume from, or None when there is none yet."""
-    path = out_dir / CHECKPOINT_NAME
+    path = out_dir / CHECKPOINT_FILE
     return load_checkpoint(path, fingerprint=fingerprint) if path.exists() else None
 
 
@@ -111,7 +111,7 @@ def fit(model: nn.Module, step: StepFn, *, data: TrainingData, cfg: TrainConfig,
 
     result = FitResult()
     start_epoch = 0
-    ckpt_path = out_dir / CHECKPOINT_NAME
+    ckpt_path = out_dir / CHECKPOINT_FILE
     if resume_state is not None:
         state = resume_state
         model.load_state_dict(state["model"])
