@@ -1,6 +1,8 @@
-"""One small generic registry: models, losses, datasets, runtimes register by name.
+"""One small generic registry: models, losses and datasets register by name.
 
-A variant is one decorated function; nothing else has to be edited to add it.
+A variant is one decorated function; nothing else has to be edited to add it. Export formats and
+bench runtimes are not functions but rows that carry their behaviour: each is a table keyed by name
+beside its code (kdedge/export/formats.py, kdedge/bench/runtimes.py).
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ from typing import Any, Sequence
 import torch
 
 from kdedge.errors import KdedgeError
-from kdedge.options import option_parameters, unknown_options
+from kdedge.options import OptionError, check_options
 from kdedge.registry import Registry
 
 DATASETS: Registry = Registry("dataset")
@@ -47,14 +47,14 @@ FIXED = frozenset({"roots"})
 
 def load_dataset(name: str, roots: Sequence[Path], **options: Any) -> DatasetSplits:
     loader = DATASETS.get(name)
-    unknown = unknown_options(loader, options, FIXED)
-    if unknown:
-        accepted = list(option_parameters(loader, FIXED))
+    try:
+        check_options(loader, options, FIXED, values=False)  # values: checked at recipe load
+    except OptionError as exc:
         # a TypeError deep in a loader would be a traceback; say what the recipe may use instead
         raise KdedgeError(
-            f"dataset {name!r} does not take option(s) {', '.join(unknown)}; "
-            f"allowed: {', '.join(accepted) or 'none'} -- fix the data options in the recipe"
-        )
+            f"dataset {name!r} does not take option(s) {', '.join(exc.unknown)}; "
+            f"allowed: {', '.join(exc.allowed) or 'none'} -- fix the data options in the recipe"
+        ) from None
     return loader([Path(r) for r in roots], **options)
 
 

@@ -13,6 +13,7 @@ from typing import Annotated, Callable, Literal, Union
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
+from kdedge.choices import CALIBRATED, CalibratedTemperature
 from kdedge.errors import KdedgeError
 
 # strict: YAML "4" (a string) or `true` is a mistake, not a temperature
@@ -22,7 +23,7 @@ NonNegativeFloat = Annotated[float, Field(ge=0, allow_inf_nan=False, strict=True
 
 # "calibrated": use the teacher's temperature T* fitted by NLL on the validation split (seed 003);
 # the pipeline substitutes the number with `resolve_temperature` before calling the loss function.
-Temperature = Union[PositiveFloat, Literal["calibrated"]]
+Temperature = Union[PositiveFloat, CalibratedTemperature]
 
 
 class LossParams(BaseModel):
@@ -49,7 +50,7 @@ class LossDef:
 
 def resolve_temperature(temperature: float | str, calibrated: float | None) -> float:
     """The number to distill at: a fixed T, or the teacher's fitted T* when the recipe says so."""
-    if temperature == "calibrated":
+    if temperature == CALIBRATED:
         if calibrated is None:
             raise KdedgeError(
                 'temperature "calibrated" needs the teacher\'s fitted temperature; '

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from pydantic import Field
 
-from kdedge.losses import LOSSES
+from kdedge.losses.registry import LOSSES
 from kdedge.losses.base import LossDef, LossParams, NonNegativeFloat, Temperature, as_float, check_logits
 
 

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
 
-from kdedge.losses import LOSSES
+from kdedge.losses.registry import LOSSES
 from kdedge.losses.base import LossDef, LossParams
 
 

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from pydantic import Field
 
-from kdedge.losses import LOSSES
+from kdedge.losses.registry import LOSSES
 from kdedge.losses.base import LossDef, LossParams, Temperature, UnitFloat, as_float, check_logits
 
 

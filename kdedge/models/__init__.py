@@ -11,17 +11,10 @@ import inspect
 
 from torch import nn
 
-from kdedge.options import option_parameters, unknown_options
-from kdedge.registry import Registry
-
-MODELS: Registry = Registry("model")
-
-# the family modules register on import; MODELS must exist before they are imported
-from kdedge.models import cnn, mlp, resnet, vgg, wrn  # noqa: E402,F401
-from kdedge.models.base import ModelConfigError  # noqa: E402
-
-# Filled in by the pipeline from the data, never by a recipe.
-FIXED = frozenset({"in_channels", "num_classes", "image_size"})
+from kdedge.models import cnn, mlp, resnet, vgg, wrn  # noqa: F401  imported to register their builders
+from kdedge.models.base import ModelConfigError
+from kdedge.models.registry import FIXED, MODELS
+from kdedge.options import OptionError, check_options, option_parameters
 
 
 def model_options(name: str) -> dict[str, inspect.Parameter]:
@@ -31,12 +24,12 @@ def model_options(name: str) -> dict[str, inspect.Parameter]:
 
 def build_model(name: str, *, in_channels: int, num_classes: int, image_size: int, **kwargs) -> nn.Module:
     builder = MODELS.get(name)  # unknown names: KdedgeError listing what is available
-    unknown = unknown_options(builder, kwargs, FIXED)
-    if unknown:
-        allowed = model_options(name)
+    try:
+        check_options(builder, kwargs, FIXED, values=False)  # values: the builder checks them, by field
+    except OptionError as exc:
         raise ModelConfigError(
-            unknown[0], f"is not an option of model {name!r}; allowed: {', '.join(allowed) or 'none'}"
-        )
+            exc.unknown[0], f"is not an option of model {name!r}; allowed: {', '.join(exc.allowed) or 'none'}"
+        ) from None
     return builder(in_channels=in_channels, num_classes=num_classes, image_size=image_size, **kwargs)
 
 

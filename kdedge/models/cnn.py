@@ -8,7 +8,7 @@ Feature paths: ``stages.0``, ``stages.1``, ... (pooled maps), ``head.flatten`` (
 
 from torch import nn
 
-from kdedge.models import MODELS
+from kdedge.models.registry import MODELS
 from kdedge.models.base import (
     ConvClassifier,
     check_common,

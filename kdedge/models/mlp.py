@@ -8,7 +8,7 @@ The dropout after the last hidden layer is the one right before the classifier (
 import torch
 from torch import nn
 
-from kdedge.models import MODELS
+from kdedge.models.registry import MODELS
 from kdedge.models.base import check_common, check_dropout, check_widths, init_weights
 
 

@@ -19,7 +19,7 @@ from typing import Callable
 
 from torch import nn
 
-from kdedge.models import MODELS
+from kdedge.models.registry import MODELS
 from kdedge.models.base import (
     ConvClassifier,
     check_choice,

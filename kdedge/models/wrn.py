@@ -16,7 +16,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-from kdedge.models import MODELS
+from kdedge.models.registry import MODELS
 from kdedge.models.base import blocks_per_stage as _blocks_per_stage
 from kdedge.models.base import (
     ConvClassifier,

@@ -8,6 +8,7 @@ from pathlib import Path
 import torch
 from rich.console import Console
 
+from kdedge.choices import DEVICES
 from kdedge.errors import KdedgeError
 
 
@@ -31,6 +32,6 @@ def resolve_device(name: str) -> torch.device:
     if name == "cuda" and not torch.cuda.is_available():
         raise KdedgeError("device: cuda was asked for but torch sees no CUDA GPU "
                           f"(torch {torch.__version__}); use --device cpu or install a CUDA build of torch")
-    if name not in ("cpu", "cuda"):
-        raise KdedgeError(f"device: unknown device {name!r}; allowed: auto, cpu, cuda")
+    if name not in DEVICES:  # "auto" was resolved above
+        raise KdedgeError(f"device: unknown device {name!r}; allowed: {', '.join(DEVICES)}")
     return torch.device(name)

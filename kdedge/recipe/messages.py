@@ -1,0 +1,59 @@
+"""One-line wording of recipe validation errors: the field path, the problem, what is allowed."""
+
+from __future__ import annotations
+
+import types
+import typing
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+from kdedge.recipe.schema import Recipe
+
+
+def describe(exc: ValidationError) -> str:
+    """One line for the first error: field path, problem, allowed values."""
+    errors = exc.errors()
+    err = errors[0]
+    loc = [str(p) for p in err["loc"]]
+    field = dotted(err["loc"])
+    if err["type"] == "extra_forbidden":
+        allowed = _allowed_keys(Recipe, err["loc"][:-1])
+        msg = f"{field}: unknown key; allowed keys here: {', '.join(allowed)}"
+    elif err["type"] == "missing":
+        msg = f"{field}: required field is missing"
+    elif err["type"] == "value_error":  # a cross-field rule: its message says it all
+        msg = f"{field}: {err['msg'].removeprefix('Value error, ')}"
+    else:
+        msg = f"{field}: {err['msg']} (got {err.get('input')!r})" if loc else err["msg"]
+    more = len(errors) - 1
+    return msg + (f" (and {more} more problem{'s' if more > 1 else ''})" if more else "")
+
+
+def dotted(loc: tuple) -> str:
+    """A pydantic error location as the recipe's field path, e.g. distill.losses[0].temperature."""
+    out = ""
+    for part in loc:
+        if isinstance(part, str) and any(c in part for c in "-[( "):
+            continue  # pydantic's union-member tags (e.g. 'constrained-float'), not recipe fields
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "recipe"
+
+
+def _allowed_keys(model: type[BaseModel], loc: tuple) -> list[str]:
+    current: Any = model
+    for part in loc:
+        if not (isinstance(current, type) and issubclass(current, BaseModel)) or part not in current.model_fields:
+            return []
+        current = _unwrap_optional(current.model_fields[part].annotation)
+    if isinstance(current, type) and issubclass(current, BaseModel):
+        return list(current.model_fields)
+    return []
+
+
+def _unwrap_optional(annotation: Any) -> Any:
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(annotation) if a is not type(None)]
+        if len(args) == 1:
+            return args[0]
+    return annotation

@@ -1,0 +1,278 @@
+"""The recipe's typed sections: what a recipe may say, with its ranges and cross-field rules.
+
+Strict pydantic models, frozen once loaded. Loading, error wording and the checks against the
+registries live beside this module (load.py, messages.py, registry_checks.py).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Optional
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from kdedge.choices import (CALIBRATED, CalibMethod, Device, Optimizer, QuantBackend, QuantInit, QuantMode,
+                            Schedule)
+from kdedge.recipe.hashing import recipe_hash
+
+
+class _Strict(BaseModel):
+    # strict: "5" is not an int and 1 is not a bool; YAML already gives real types
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+
+class DataConfig(BaseModel):
+    """Which dataset, where it lives, and how the validation split is cut.
+
+    Keys other than the ones below are the dataset loader's own options (e.g. ``image_size`` for
+    ``image_folder``); they are checked against the loader's signature.
+    """
+
+    model_config = ConfigDict(extra="allow", frozen=True, strict=True)
+
+    dataset: str = Field(description="registered dataset name (kdedge list datasets)")
+    root: Optional[Path] = Field(None, strict=False, description="directory holding the dataset files")
+    val_fraction: float = Field(0.1, gt=0, lt=1, description="share of train held out for validation")
+    split_seed: int = Field(0, ge=0, description="seed of the stratified train/validation split")
+
+    @property
+    def options(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+
+class ModelSpec(BaseModel):
+    """A registered model name plus its keyword arguments (checked against its signature)."""
+
+    model_config = ConfigDict(extra="allow", frozen=True, strict=True)
+
+    name: str = Field(description="registered model name (kdedge list models)")
+
+    @property
+    def kwargs(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+
+class OptimizerConfig(_Strict):
+    name: Optimizer = "sgd"
+    lr: float = Field(0.1, gt=0, le=10)
+    momentum: float = Field(0.9, ge=0, lt=1, description="SGD momentum (ignored by adamw)")
+    nesterov: bool = True
+    weight_decay: float = Field(5e-4, ge=0, lt=1)
+
+
+class ScheduleConfig(_Strict):
+    name: Schedule = "cosine"
+    warmup_epochs: float = Field(0.0, ge=0, description="linear warm-up from lr/100, in epochs")
+    milestones: list[int] = Field(default_factory=list, description="step schedule: epochs where lr *= gamma")
+    gamma: float = Field(0.1, gt=0, le=1)
+
+
+class TrainConfig(_Strict):
+    """One model's training budget. Cross-field rules are checked in `_check_schedule`."""
+
+    epochs: int = Field(ge=1, le=10_000)
+    batch_size: int = Field(128, ge=1, le=65_536)
+    eval_batch_size: int = Field(1000, ge=1, le=65_536)
+    optimizer: OptimizerConfig = OptimizerConfig()
+    schedule: ScheduleConfig = ScheduleConfig()
+    label_smoothing: float = Field(0.0, ge=0, lt=1)
+    augment: bool = Field(True, description="random crop (+ flip where the dataset allows it)")
+    crop_padding: int = Field(2, ge=0, le=16)
+    channels_last: bool = Field(True, description="NHWC memory format for conv nets (faster on CPU)")
+    eval_every: int = Field(1, ge=1, le=10_000, description="evaluate val and test every N epochs and after the "
+                            "last (long schedules on small transfer sets spend most of their time evaluating); "
+                            "the trained weights do not depend on it")
+
+    @model_validator(mode="after")
+    def _check_schedule(self) -> "TrainConfig":
+        sched = self.schedule
+        if sched.warmup_epochs > self.epochs:
+            raise ValueError(f"schedule.warmup_epochs ({sched.warmup_epochs}) is longer than epochs ({self.epochs})")
+        if sched.milestones and sched.name != "step":
+            raise ValueError(f"schedule.milestones only apply to name: step (this schedule is {sched.name})")
+        ms = list(sched.milestones)
+        if ms and (ms != sorted(set(ms)) or ms[0] < 1 or ms[-1] >= self.epochs):
+            raise ValueError(f"schedule.milestones must be increasing epochs in 1..{self.epochs - 1}, got {ms}")
+        return self
+
+
+class RoleConfig(_Strict):
+    """A model to be trained: its architecture and its training budget."""
+
+    model: ModelSpec
+    train: TrainConfig
+
+
+class TeacherConfig(_Strict):
+    """The teacher: trained here (model + train), or taken from another run's finished teacher."""
+
+    model: Optional[ModelSpec] = None
+    train: Optional[TrainConfig] = None
+    calibrate: bool = Field(False, description="fit the teacher's temperature T* on the validation split "
+                                               "before distilling (implied by temperature: calibrated)")
+    from_run: Optional[Path] = Field(None, strict=False,
+                                     description="reuse the finished teacher of this run directory (same data); "
+                                                 "its model and training are read from that run")
+
+    @model_validator(mode="after")
+    def _check(self) -> "TeacherConfig":
+        if self.from_run is None and (self.model is None or self.train is None):
+            raise ValueError("the teacher needs model: and train:, or from_run: a run directory with a trained teacher")
+        return self
+
+
+class LossSpec(BaseModel):
+    """A registered loss, its weight in the sum, and its own options (checked against its params)."""
+
+    model_config = ConfigDict(extra="allow", frozen=True, strict=True)
+
+    name: str = Field(description="registered loss name (kdedge.losses)")
+    weight: float = Field(1.0, ge=0, allow_inf_nan=False, description="weight of this term in the total loss")
+
+    @property
+    def options(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+
+class ReducedTransfer(_Strict):
+    per_class: int = Field(ge=1, description="images kept per class (stratified)")
+    seed: int = Field(0, ge=0)
+
+
+class TransferConfig(_Strict):
+    """The images the student learns from: the training split, a reduced one, or an unlabeled one."""
+
+    reduced: Optional[ReducedTransfer] = None
+    unlabeled: bool = Field(False, description="drop the labels: the teacher's outputs are the only targets")
+    pseudo_labels: bool = Field(False, description="unlabeled only: use the teacher's argmax as hard labels")
+
+    @model_validator(mode="after")
+    def _check(self) -> "TransferConfig":
+        if self.pseudo_labels and not self.unlabeled:
+            raise ValueError("pseudo_labels only applies with unlabeled: true")
+        return self
+
+
+class DistillConfig(_Strict):
+    losses: list[LossSpec] = Field(min_length=1, description="summed with their weights")
+    transfer: TransferConfig = TransferConfig()
+    baseline: bool = Field(True, description="also train the same student on hard labels only (no KD)")
+    cache_teacher: bool = Field(True, description="compute teacher outputs once when inputs are not augmented")
+
+    @model_validator(mode="after")
+    def _check_weights(self) -> "DistillConfig":
+        if all(loss.weight == 0 for loss in self.losses):
+            raise ValueError("every distillation loss has weight 0; give at least one a positive weight")
+        return self
+
+
+class SweepConfig(_Strict):
+    """One student per value of one recipe field (seed 001: accuracy vs temperature)."""
+
+    set: str = Field(pattern=r"^(student|distill)\.[A-Za-z0-9_.\[\]]+$",
+                     description="dotted field path under student. or distill., e.g. distill.losses[0].temperature")
+    values: list[Any] = Field(min_length=1, max_length=100)
+    ensemble: bool = Field(False, description="also vote the sweep's students as an ensemble (majority, mean-prob, best-k)")
+    mc_dropout: int = Field(0, ge=0, le=10_000,
+                            description="MC-dropout passes on the teacher and every sweep student, with MUPE and "
+                                        "overlaid MC reliability curves (seed 000's uncertainty transfer); 0 = off")
+
+
+class QuantConfig(_Strict):
+    """Quantized distillation (QAT-KD): the student trained again under INT8 fake quantization."""
+
+    mode: QuantMode = Field(description="qat: quantization-aware training with the KD losses")
+    backend: QuantBackend = Field(description="modelopt: NVIDIA Model Optimizer fake quant "
+                                                     "(pip install 'kdedge[modelopt]')")
+    init: QuantInit = Field("student", description="student: fine-tune the fp32 KD student; "
+                                                                        "scratch: a fresh student from random init")
+    calib_images: int = Field(512, gt=0, le=1_000_000,
+                              description="training images (class-balanced) that calibrate the activation ranges")
+    train: TrainConfig | None = Field(None, description="default: init student -> the student's budget with "
+                                                           "epochs // 4 (at least 1), lr / 10, no warm-up; "
+                                                           "init scratch -> the student's budget")
+
+    def resolve_train(self, student: TrainConfig) -> TrainConfig:
+        """The QAT training budget: `train` when given, else derived from the student's."""
+        if self.train is not None:
+            return self.train
+        if self.init == "scratch":
+            return student
+        # Fine-tuning an already trained net: a short run at a small lr keeps it near the fp32 optimum.
+        epochs = max(1, student.epochs // 4)
+        raw = student.model_dump()
+        raw["epochs"] = epochs
+        raw["optimizer"]["lr"] = student.optimizer.lr / 10
+        raw["schedule"]["warmup_epochs"] = 0.0
+        scaled = {m * epochs // student.epochs for m in student.schedule.milestones}
+        raw["schedule"]["milestones"] = sorted(scaled & set(range(1, epochs)))
+        return TrainConfig.model_validate(raw)
+
+
+class ExportConfig(_Strict):
+    """Defaults of `kdedge export` for this recipe's runs (command-line options override them)."""
+
+    min_agreement: float = Field(0.99, ge=0, le=1, description="parity gate: least top-1 agreement of an INT8 "
+                                                                "export with its fp32 model on the test split")
+    max_accuracy_drop: float = Field(0.005, ge=0, le=1, description="parity gate: largest test accuracy drop "
+                                                                    "(0.005 = 0.5 pt)")
+    calib_images: int = Field(512, gt=0, le=1_000_000, description="real training images (class-balanced) "
+                                                                    "that calibrate INT8 scales")
+    calib_method: CalibMethod = "minmax"
+
+
+class Recipe(_Strict):
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=100,
+                      description="run name: outputs go to <output_dir>/<name>")
+    seed: int = Field(0, ge=0, le=2**31 - 1)
+    device: Device = "auto"
+    output_dir: Path = Field(Path("runs"), strict=False)
+    data: DataConfig
+    teacher: TeacherConfig
+    student: Optional[RoleConfig] = None
+    distill: Optional[DistillConfig] = None
+    sweep: Optional[SweepConfig] = None
+    assistants: dict[str, RoleConfig] = Field(default_factory=dict,
+                                              description="extra models for chains, by name")
+    chain: Optional[list[str]] = Field(None, min_length=3, description="teacher -> assistant(s) -> student")
+    symmetry: bool = Field(False, description="distil the trained student back into an untrained teacher copy")
+    quant: QuantConfig | None = Field(None, description="also train the student under INT8 fake quantization "
+                                                           "(QAT-KD) into <run>/student_qat")
+    export: ExportConfig | None = Field(None, description="parity-gate thresholds and INT8 calibration for "
+                                                          "`kdedge export`")
+
+    @model_validator(mode="after")
+    def _check_roles(self) -> "Recipe":
+        if self.distill is not None and self.student is None:
+            raise ValueError("distill needs a student: section (model + train)")
+        if self.quant is not None and self.distill is None:
+            # both inits train with the KD losses; init student also starts from the KD student
+            raise ValueError(f"quant (init: {self.quant.init}) needs a distill: section and a student: "
+                             "(it trains the student under fake quantization with the KD losses)")
+        if (self.sweep or self.chain or self.symmetry) and self.distill is None:
+            raise ValueError("sweep, chain and symmetry need a distill: section")
+        if (self.chain or self.symmetry) and any(loss.name == "hint" for loss in self.distill.losses):
+            raise ValueError("chain and symmetry distil between other architectures than teacher -> student, "
+                             "so their hint paths would not apply; use logit losses (hinton, dkd) with them")
+        if self.chain is not None:
+            if self.chain[0] != "teacher" or self.chain[-1] != "student":
+                raise ValueError(f"chain must start with teacher and end with student, got {self.chain}")
+            for name in self.chain[1:-1]:
+                if name not in self.assistants:
+                    defined = ", ".join(self.assistants) or "none"
+                    raise ValueError(f"chain refers to {name!r}, which is not defined under assistants: "
+                                     f"(defined: {defined})")
+        return self
+
+    def uses_calibrated_temperature(self) -> bool:
+        return self.distill is not None and any(
+            loss.options.get("temperature") == CALIBRATED for loss in self.distill.losses)
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+    @property
+    def hash(self) -> str:
+        """Hash of what the teacher, student and baseline depend on: formatting, comments, key order,
+        where the run is written (output_dir) and the experiment sections do not change it."""
+        return recipe_hash(self.to_dict())
