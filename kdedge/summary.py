@@ -9,6 +9,7 @@ from typing import Any, Callable
 
 from rich.table import Table
 
+from kdedge.layout import BASELINE, QAT_STUDENT, STUDENT, TEACHER
 from kdedge.run import RunDir
 
 Row = tuple[str, Callable[[dict[str, Any], dict[str, Any]], str]]
@@ -30,7 +31,7 @@ _ROWS: list[Row] = [
 ]
 
 
-COLUMNS = ("teacher", "baseline", "student", "student_qat")  # student_qat: simulated INT8 (QAT-KD)
+COLUMNS = (TEACHER, BASELINE, STUDENT, QAT_STUDENT)  # left to right: no KD, KD, KD under simulated INT8
 
 
 def kd_label(kd: dict[str, Any]) -> str:
@@ -62,7 +63,7 @@ def run_summary_table(run: RunDir) -> Table:
     for name in COLUMNS:
         stage = stages.get(name)
         if stage and stage.get("status") == "complete":
-            columns.append((name, stage, stages.get("calibration") if name == "teacher" else None))
+            columns.append((name, stage, stages.get("calibration") if name == TEACHER else None))
     for name, _, _ in columns:
         table.add_column(name, justify="right", no_wrap=True)
     if not columns:

@@ -85,9 +85,9 @@ def _one_thread():
 def interrupt_kd_step_at(monkeypatch, n: int):
     """Make the n-th KD training step (counted over all KD students) raise KeyboardInterrupt, as a
     Ctrl-C would; returns the real step factory so a test can put it back before resuming."""
-    import kdedge.stages.distill as distill_module
+    import kdedge.stages.students as students_module
 
-    real = distill_module.make_distill_step
+    real = students_module.make_distill_step
     calls = {"n": 0}
 
     def interrupting(*args, **kwargs):
@@ -100,7 +100,7 @@ def interrupt_kd_step_at(monkeypatch, n: int):
             return step(x, y, idx)
         return wrapped, adapters
 
-    monkeypatch.setattr(distill_module, "make_distill_step", interrupting)
+    monkeypatch.setattr(students_module, "make_distill_step", interrupting)
     return real
 
 
@@ -130,7 +130,8 @@ def sshd(tmp_path_factory):
     config read) followed only by "-o KEY=VALUE" pairs, which tests can also pass as --ssh-option. Needs
     /usr/sbin/sshd: `make test` installs Debian's openssh-server when it runs as root; elsewhere skip."""
     from kdedge.errors import KdedgeError
-    from kdedge.remote.ssh import SshTarget, check_reachable
+    from kdedge.remote.ssh import check_reachable
+    from kdedge.remote.target import SshTarget
 
     if not SSHD.exists():
         pytest.skip("no OpenSSH server: /usr/sbin/sshd is missing (apt-get install openssh-server; "

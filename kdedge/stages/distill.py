@@ -1,44 +1,31 @@
 """Stage: distil the teacher into the student, and train the no-KD baseline beside it.
 
-    teacher (train or reuse) -> [calibrate] -> transfer set -> student (KD) + baseline (hard labels only)
+    teacher (train or reuse) -> [temperature T*] -> transfer set -> student (KD) + baseline (hard labels only)
+      -> [QAT-KD student] -> [experiments: chain, symmetry, sweep]
 
 The baseline is the same architecture with the same budget and seed on the same images, so every KD
-number is reported next to what the student reaches without the teacher.
+number is reported next to what the student reaches without the teacher. This module is only the
+pipeline: its building blocks are in stages/students.py (shared with quant and the experiments), and
+nothing but the CLI imports it.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
-import torch
-from torch import nn
-
-from kdedge.data import ImageData
-from kdedge.data.transfer import reduce_per_class, with_labels
 from kdedge.errors import KdedgeError
-from kdedge.losses import LOSSES, resolve_temperature
+from kdedge.layout import BASELINE, STUDENT, TEACHER, model_path
 from kdedge.modelfile import load_model
-from kdedge.recipe import Recipe, RoleConfig
-from kdedge.run import PlannedRun, RunDir
-from kdedge.stages.calibration import calibrate_teacher
+from kdedge.quant.modelopt_backend import require_modelopt
+from kdedge.recipe import Recipe
+from kdedge.run import PlannedRun
 from kdedge.stages.context import StageContext
-from kdedge.stages.data import PreparedData, check_same_data, prepare_data
+from kdedge.stages.data import check_same_data, prepare_data
 from kdedge.stages.experiments import ExperimentInputs, run_chain, run_sweep, run_symmetry
-from kdedge.layout import BASELINE, STUDENT, TEACHER, finished_record, model_path
-from kdedge.stages.roles import RoleJob, resume_state_for, train_role
+from kdedge.stages.quant import train_qat_student
+from kdedge.stages.students import (build_transfer_set, distill_student, kd_terms, teacher_temperature,
+                                    train_baseline, transfer_subset)
 from kdedge.stages.teacher import train_teacher
-from kdedge.train import TrainingData, supervised_step
-from kdedge.train.batches import prepare_batch
-from kdedge.train.distill_step import KDTerm, feature_cache_fits, make_distill_step, teacher_outputs
-
-
-
-@dataclass(frozen=True)
-class TransferSet:
-    training: TrainingData      # what the student trains on (labels = pseudo-labels when unlabeled)
-    true_labels: TrainingData   # the same images with their real labels (for the baseline)
-    description: str
 
 
 def distill(recipe: Recipe, planned: PlannedRun, ctx: StageContext, *, resume: bool = False) -> dict[str, Any]:
@@ -51,12 +38,10 @@ def distill(recipe: Recipe, planned: PlannedRun, ctx: StageContext, *, resume: b
         check_same_data(planned.run.read_manifest().get("data"), data, planned.run.manifest_path)
     transfer_images = transfer_subset(recipe, data)  # checked before anything is trained or written
     if recipe.quant is not None:
-        from kdedge.quant.modelopt_backend import require_modelopt
-
         require_modelopt()  # a missing optional backend fails now, not after the teacher and student
     train_teacher(recipe, planned, ctx, resume=resume, data=data)
     run = planned.run
-    temperature = _teacher_temperature(recipe, run, ctx, data)
+    temperature = teacher_temperature(recipe, run, ctx, data)
     device = ctx.device(recipe.device)
     teacher, _ = load_model(model_path(run, TEACHER), fix="retrain it with `kdedge distill RECIPE --force`")
     teacher.to(device).eval()
@@ -69,8 +54,6 @@ def distill(recipe: Recipe, planned: PlannedRun, ctx: StageContext, *, resume: b
         train_baseline(recipe, run, ctx, data=data, transfer=transfer, student=recipe.student, stage=BASELINE,
                        device=device, resume=resume)
     if recipe.quant is not None:
-        from kdedge.stages.quant import train_qat_student  # (imports this module)
-
         train_qat_student(recipe, run, ctx, data=data, transfer=transfer, teacher=teacher, terms=terms,
                           device=device, resume=resume, temperature=temperature)
     if recipe.sweep or recipe.chain or recipe.symmetry or recipe.quant:
@@ -85,124 +68,3 @@ def distill(recipe: Recipe, planned: PlannedRun, ctx: StageContext, *, resume: b
         if recipe.sweep:
             run_sweep(inputs)
     return run.read_manifest()["stages"]
-
-
-def _teacher_temperature(recipe: Recipe, run: RunDir, ctx: StageContext, data: PreparedData) -> float | None:
-    """T*, fitted on the validation split, when the recipe calibrates or distils with it."""
-    if not (recipe.teacher.calibrate or recipe.uses_calibrated_temperature()):
-        return None
-    t = run.read_manifest().get("temperatures", {}).get("teacher")
-    if t is None:
-        t = calibrate_teacher(run, ctx, data)["temperature"]
-        ctx.print(f"[cyan]calibration[/]: teacher T* = {t:.4f} (fitted on the validation split)")
-    return float(t)
-
-
-def kd_terms(recipe: Recipe, calibrated: float | None) -> list[KDTerm]:
-    terms = []
-    for spec in recipe.distill.losses:
-        definition = LOSSES.get(spec.name)
-        options = definition.params.model_validate(spec.options).model_dump()
-        if "temperature" in options:
-            options["temperature"] = resolve_temperature(options["temperature"], calibrated)
-        terms.append(KDTerm(spec.name, spec.weight, definition, options))
-    return terms
-
-
-def transfer_subset(recipe: Recipe, data: PreparedData) -> ImageData:
-    """The transfer images (the training split, or its reduced per-class subset)."""
-    reduced = recipe.distill.transfer.reduced
-    if reduced is None:
-        return data.training.train
-    try:
-        return reduce_per_class(data.training.train, reduced.per_class, reduced.seed)
-    except ValueError as exc:
-        raise KdedgeError(f"distill.transfer.reduced.per_class: {exc} (after the validation split); "
-                          "lower per_class") from None
-
-
-def build_transfer_set(recipe: Recipe, data: PreparedData, train: ImageData, teacher: nn.Module,
-                       device: torch.device) -> TransferSet:
-    cfg = recipe.distill.transfer
-    description = f"training split ({len(train)} images)"
-    if cfg.reduced is not None:
-        description = f"{cfg.reduced.per_class} images per class ({len(train)} images)"
-    true_labels = _replace_train(data.training, train)
-    if not cfg.unlabeled:
-        return TransferSet(true_labels, true_labels, description)
-    # Unlabeled: the loop still needs a label per image for its running accuracy, so it gets the
-    # teacher's prediction (train accuracy then reads as agreement with the teacher).
-    cache = teacher_outputs(teacher, train, data.training.stats, [],
-                            batch_size=recipe.teacher.train.eval_batch_size, device=device)
-    pseudo = with_labels(train, cache.logits.argmax(1).cpu())
-    return TransferSet(_replace_train(data.training, pseudo), true_labels,
-                       f"{description}, unlabeled ({'teacher pseudo-labels' if cfg.pseudo_labels else 'soft targets only'})")
-
-
-def _replace_train(training: TrainingData, train) -> TrainingData:
-    return TrainingData(train=train, val=training.val, test=training.test, stats=training.stats,
-                        hflip_ok=training.hflip_ok)
-
-
-def distill_student(recipe: Recipe, run: RunDir, ctx: StageContext, *, data: PreparedData, transfer: TransferSet,
-                    teacher: nn.Module, terms: list[KDTerm], student: RoleConfig, stage: str,
-                    device: torch.device, resume: bool, temperature: float | None, seed: int | None = None,
-                    fingerprint_extra: str = "") -> dict[str, Any]:
-    """Train one KD student into <run>/<stage> (reused when finished)."""
-    fingerprint = f"{recipe.hash}:{stage}:{fingerprint_extra}"
-    record, resume_state = reuse_or_resume(run, stage, fingerprint, ctx, resume=resume)
-    if record:
-        return record
-    job = kd_job(recipe, transfer=transfer, teacher=teacher, terms=terms, student=student, stage=stage,
-                 device=device, temperature=temperature, fingerprint=fingerprint,
-                 seed=recipe.seed if seed is None else seed)
-    return train_role(job, run=run, data=data, ctx=ctx, device=device, resume_state=resume_state)
-
-
-def kd_job(recipe: Recipe, *, transfer: TransferSet, teacher: nn.Module, terms: list[KDTerm], student: RoleConfig,
-           stage: str, device: torch.device, temperature: float | None, fingerprint: str, seed: int) -> RoleJob:
-    """The training job of a KD student (fp32 or QAT): the recipe's loss terms, with the teacher's outputs
-    computed once when the student's inputs are not augmented."""
-    cfg = student.train
-    training = transfer.training
-    teacher_paths = sorted({t.feature_paths[1] for t in terms if t.feature_paths})
-    probe = prepare_batch(training.train.images[:2], *training.stats.tensors(torch.device("cpu")))
-    cache = None
-    use_cache = recipe.distill.cache_teacher and not cfg.augment
-    if use_cache and feature_cache_fits(teacher, probe, teacher_paths, len(training.train)):
-        cache = teacher_outputs(teacher, training.train, training.stats, teacher_paths,
-                                batch_size=cfg.eval_batch_size, device=device)
-    label_mode = "none" if recipe.distill.transfer.unlabeled and not recipe.distill.transfer.pseudo_labels else "labels"
-    return RoleJob(
-        stage=stage, role="student", config=student, training=training,
-        make_step=lambda model: make_distill_step(model, teacher, terms, label_mode=label_mode, cache=cache, probe=probe),
-        fingerprint=fingerprint, seed=seed,
-        record_extra={"kd": {"losses": [{"name": t.name, "weight": t.weight, **t.options} for t in terms],
-                             "teacher_temperature": temperature, "transfer": transfer.description,
-                             "teacher_cached": cache is not None, "label_mode": label_mode}})
-
-
-def reuse_or_resume(run: RunDir, stage: str, fingerprint: str, ctx: StageContext, *,
-                     resume: bool) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
-    """(finished record, None) to reuse a stage, else (None, the checkpoint to resume from or None)."""
-    record = finished_record(run, stage)
-    if record:
-        ctx.print(f"[green]{stage}[/]: reusing the finished model (test accuracy {record['test']['accuracy']:.4f})")
-        return record, None
-    return None, resume_state_for(run, stage, fingerprint, resume=resume)
-
-
-def train_baseline(recipe: Recipe, run: RunDir, ctx: StageContext, *, data: PreparedData, transfer: TransferSet,
-                   student: RoleConfig, stage: str, device: torch.device, resume: bool,
-                   seed: int | None = None) -> dict[str, Any]:
-    """The same student on the same images with hard (true) labels only: no teacher."""
-    fingerprint = f"{recipe.hash}:{stage}"
-    record, resume_state = reuse_or_resume(run, stage, fingerprint, ctx, resume=resume)
-    if record:
-        return record
-    cfg = student.train
-    job = RoleJob(stage=stage, role="student", config=student, training=transfer.true_labels,
-                  make_step=lambda model: (supervised_step(model, label_smoothing=cfg.label_smoothing), None),
-                  fingerprint=fingerprint, seed=recipe.seed if seed is None else seed,
-                  record_extra={"kd": None, "transfer": transfer.description + " with true labels"})
-    return train_role(job, run=run, data=data, ctx=ctx, device=device, resume_state=resume_state)

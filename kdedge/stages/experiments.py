@@ -14,17 +14,22 @@ from typing import Any
 import torch
 from torch import nn
 
+from kdedge.inference import predict_logits
+from kdedge.inputs import normalise
 from kdedge.io import write_json, write_text
+from kdedge.layout import BASELINE, STUDENT, TEACHER, model_path
 from kdedge.markdown import markdown_table
+from kdedge.metrics import CalibrationBins
 from kdedge.metrics.ensemble import best_k_accuracies, majority_vote, mean_probability_vote
 from kdedge.modelfile import load_model
-from kdedge.plots import line_plot
+from kdedge.plots import line_plot, reliability_diagram
 from kdedge.recipe import Recipe, sweep_point
 from kdedge.run import RunDir
 from kdedge.stages.context import StageContext
 from kdedge.stages.data import PreparedData
-from kdedge.layout import model_path
-from kdedge.train.evaluate import predict_logits
+from kdedge.stages.students import (TransferSet, build_transfer_set, distill_student, kd_terms, train_baseline,
+                                    transfer_subset)
+from kdedge.uncertainty.compare import compare_mc_dropout
 
 
 @dataclass(frozen=True)
@@ -66,15 +71,12 @@ def _write_report(directory: Path, name: str, payload: dict, columns: list[str],
 
 
 def run_sweep(inputs: ExperimentInputs) -> dict[str, Any]:
-    from kdedge.stages.distill import (build_transfer_set, distill_student, kd_terms, train_baseline,
-                                       transfer_subset)
-
     recipe, run, ctx = inputs.recipe, inputs.run, inputs.ctx
     field = recipe.sweep.set
     base = f"sweep/{slug(field)}"
     # KD-only fields leave the baseline as it is; student or transfer-set fields need one per point.
     shared_baseline = field.startswith("distill.losses") or field == "distill.cache_teacher"
-    teacher_acc = _record(inputs, "teacher")["test"]["accuracy"]
+    teacher_acc = _record(inputs, TEACHER)["test"]["accuracy"]
     rows, students = [], []
     for value in recipe.sweep.values:
         point = sweep_point(recipe, value)
@@ -90,7 +92,7 @@ def run_sweep(inputs: ExperimentInputs) -> dict[str, Any]:
         if not point.distill.baseline:
             baseline = None
         elif shared_baseline:
-            baseline = _record(inputs, "baseline")
+            baseline = _record(inputs, BASELINE)
         else:
             baseline = train_baseline(point, run, ctx, data=inputs.data, transfer=transfer, student=point.student,
                                       stage=f"{stage}/baseline", device=inputs.device, resume=inputs.resume)
@@ -125,14 +127,9 @@ def run_sweep(inputs: ExperimentInputs) -> dict[str, Any]:
 def run_uncertainty(inputs: ExperimentInputs, stages: dict[str, str], out_dir: Path) -> dict[str, Any]:
     """Seed 000: MC dropout on the teacher and each student (N passes, test split), MC accuracy, ECE
     and mean entropy, each student's MUPE against the teacher, and the MC reliability curves overlaid."""
-    from kdedge.export.ort_session import normalise
-    from kdedge.metrics import CalibrationBins
-    from kdedge.plots import reliability_diagram
-    from kdedge.uncertainty.compare import compare_mc_dropout
-
     recipe, training = inputs.recipe, inputs.data.training
     models: dict[str, nn.Module] = {"teacher": inputs.teacher}
-    parameters = {"teacher": _record(inputs, "teacher")["parameters"]}
+    parameters = {"teacher": _record(inputs, TEACHER)["parameters"]}
     for label, stage in stages.items():
         models[label], _ = load_model(model_path(inputs.run, stage), fix="rerun `kdedge distill` to rebuild it")
         parameters[label] = _record(inputs, stage)["parameters"]
@@ -201,10 +198,8 @@ def run_ensemble(inputs: ExperimentInputs, stages: list[str], out_dir: Path) -> 
 # ----------------------------------------------------------------------------------- chain & symmetry
 
 
-def run_chain(inputs: ExperimentInputs, transfer) -> dict[str, Any]:
+def run_chain(inputs: ExperimentInputs, transfer: TransferSet) -> dict[str, Any]:
     """teacher -> assistant(s) -> student, compared with teacher -> student directly (stage `student`)."""
-    from kdedge.stages.distill import distill_student, kd_terms
-
     recipe, run = inputs.recipe, inputs.run
     terms = kd_terms(recipe, inputs.temperature)
     previous: nn.Module = inputs.teacher
@@ -220,8 +215,8 @@ def run_chain(inputs: ExperimentInputs, transfer) -> dict[str, Any]:
                      "test": record["test"]})
         previous, _ = load_model(model_path(run, stage), fix="rerun `kdedge distill`")
         previous.to(inputs.device).eval()
-    direct = _record(inputs, "student")
-    teacher = _record(inputs, "teacher")
+    direct = _record(inputs, STUDENT)
+    teacher = _record(inputs, TEACHER)
     payload = {"chain": recipe.chain, "teacher": teacher["test"], "hops": hops, "direct_student": direct["test"],
                "chain_minus_direct_accuracy": hops[-1]["test"]["accuracy"] - direct["test"]["accuracy"]}
     rows = [["teacher", teacher["model"], teacher["parameters"], teacher["test"]["accuracy"]]]
@@ -239,20 +234,18 @@ def run_chain(inputs: ExperimentInputs, transfer) -> dict[str, Any]:
     return payload
 
 
-def run_symmetry(inputs: ExperimentInputs, transfer) -> dict[str, Any]:
+def run_symmetry(inputs: ExperimentInputs, transfer: TransferSet) -> dict[str, Any]:
     """The trained student teaches an untrained copy of the teacher's architecture (same budget as the
     teacher); compared with the original teacher and the student."""
-    from kdedge.stages.distill import distill_student, kd_terms
-
     recipe, run = inputs.recipe, inputs.run
-    student, _ = load_model(model_path(run, "student"), fix="rerun `kdedge distill`")
+    student, _ = load_model(model_path(run, STUDENT), fix="rerun `kdedge distill`")
     student.to(inputs.device).eval()
     stage = "symmetry/teacher_copy"
     record = distill_student(recipe, run, inputs.ctx, data=inputs.data, transfer=transfer, teacher=student,
                              terms=kd_terms(recipe, inputs.temperature), student=recipe.teacher, stage=stage,
                              device=inputs.device, resume=inputs.resume, temperature=inputs.temperature,
                              fingerprint_extra="symmetry")
-    teacher, direct = _record(inputs, "teacher"), _record(inputs, "student")
+    teacher, direct = _record(inputs, TEACHER), _record(inputs, STUDENT)
     payload = {"teacher": teacher["test"], "student": direct["test"], "teacher_copy_from_student": record["test"]}
     rows = [["original teacher", teacher["model"], teacher["test"]["accuracy"]],
             ["student (from teacher)", direct["model"], direct["test"]["accuracy"]],

@@ -20,8 +20,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from kdedge.data.calibration import calibration_indices
+from kdedge.data.int8_calibration import int8_calibration_images
+from kdedge.data.training import TrainingData
 from kdedge.errors import KdedgeError
+from kdedge.layout import QAT_STUDENT as QAT_STAGE, STUDENT, finished_record, model_path
 from kdedge.modelfile import load_model
 from kdedge.quant.modelopt_backend import (
     quantize_for_qat,
@@ -32,13 +34,10 @@ from kdedge.recipe import Recipe, RoleConfig, without_unhashed
 from kdedge.run import RunDir
 from kdedge.stages.context import StageContext
 from kdedge.stages.data import PreparedData
-from kdedge.layout import QAT_STUDENT as QAT_STAGE, STUDENT, finished_record, model_path
-from kdedge.stages.distill import TransferSet, kd_job, reuse_or_resume
 from kdedge.stages.roles import train_role
-from kdedge.train import TrainingData
+from kdedge.stages.students import TransferSet, kd_job, reuse_or_resume
 from kdedge.train.batches import prepare_batch
 from kdedge.train.distill_step import KDTerm
-
 
 
 def train_qat_student(recipe: Recipe, run: RunDir, ctx: StageContext, *, data: PreparedData,
@@ -99,8 +98,7 @@ def prepare_qat_model(model: nn.Module, *, init_from: Path | None, calib_batches
 
 def calibration_batches(training: TrainingData, count: int, seed: int, *, batch_size: int,
                         device: torch.device) -> list[torch.Tensor]:
-    """Normalised batches of `count` class-balanced training images (see calibration_indices)."""
-    index = calibration_indices(training.train.labels, count, seed)
-    images = training.train.images[index]
+    """The INT8 calibration images (int8_calibration_images), normalised, in batches on `device`."""
+    images = int8_calibration_images(training.train, count, seed)
     mean, std = training.stats.tensors(device)
-    return [prepare_batch(images[s:s + batch_size], mean, std) for s in range(0, len(index), batch_size)]
+    return [prepare_batch(images[s:s + batch_size], mean, std) for s in range(0, len(images), batch_size)]

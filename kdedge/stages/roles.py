@@ -15,7 +15,9 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
+from kdedge.data.training import TrainingData
 from kdedge.errors import KdedgeError
+from kdedge.inference import predict_logits
 from kdedge.io import write_json
 from kdedge.layout import CHECKPOINT_FILE, METRICS_FILE, MODEL_FILE
 from kdedge.metrics import classification_report
@@ -24,8 +26,7 @@ from kdedge.recipe import RoleConfig
 from kdedge.run import RunDir
 from kdedge.stages.context import StageContext
 from kdedge.stages.data import PreparedData
-from kdedge.train import StepFn, TrainingData, fit
-from kdedge.train.evaluate import predict_logits
+from kdedge.train import StepFn, fit
 from kdedge.train.loop import read_resume_state
 
 # Builds the step for a freshly initialised model; may also return trainable helper modules

@@ -4,15 +4,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from kdedge.recipe import Recipe
 from kdedge.io import write_bytes
+from kdedge.layout import (METRICS_FILE, MODEL_FILE, RELIABILITY_FILE, TEACHER as STAGE, TEMPERATURE_FILE,
+                           finished_record)
+from kdedge.recipe import Recipe
 from kdedge.run import PlannedRun, RunDir
 from kdedge.stages.context import StageContext
 from kdedge.stages.data import PreparedData, check_same_data, prepare_data
-from kdedge.layout import METRICS_FILE, MODEL_FILE, RELIABILITY_FILE, TEACHER as STAGE, TEMPERATURE_FILE, finished_record
 from kdedge.stages.roles import RoleJob, resume_state_for, train_role
 from kdedge.train import supervised_step
-
 
 
 def train_teacher(recipe: Recipe, planned: PlannedRun, ctx: StageContext, *, resume: bool = False,

@@ -3,21 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 
 import torch
 
 from kdedge.data import augment
-
-
-@dataclass(frozen=True)
-class InputStats:
-    mean: tuple[float, ...]
-    std: tuple[float, ...]
-
-    def tensors(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-        shape = (1, len(self.mean), 1, 1)
-        return (torch.tensor(self.mean, device=device).view(shape),
-                torch.tensor(self.std, device=device).view(shape))
+from kdedge.inputs import normalise_batch
 
 
 @dataclass(frozen=True)
@@ -30,8 +21,7 @@ def prepare_batch(images: torch.Tensor, mean: torch.Tensor, std: torch.Tensor, *
                   augmentation: AugmentSpec | None = None, generator: torch.Generator | None = None,
                   channels_last: bool = False) -> torch.Tensor:
     """uint8 [B,C,H,W] -> normalised float32; augmentation happens on [0,1] pixels so padding is black."""
-    x = images.to(mean.device, non_blocking=True).float().div_(255)
+    on_pixels = None
     if augmentation is not None and (augmentation.padding > 0 or augmentation.hflip):
-        x = augment(x, padding=augmentation.padding, hflip=augmentation.hflip, generator=generator)
-    x = (x - mean) / std
-    return x.contiguous(memory_format=torch.channels_last) if channels_last else x
+        on_pixels = partial(augment, padding=augmentation.padding, hflip=augmentation.hflip, generator=generator)
+    return normalise_batch(images, mean, std, augment=on_pixels, channels_last=channels_last)

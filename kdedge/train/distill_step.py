@@ -15,9 +15,10 @@ from torch import nn
 
 from kdedge.data import ImageData
 from kdedge.features import FeatureTap
+from kdedge.inference import uses_conv
+from kdedge.inputs import InputStats
 from kdedge.losses import LossDef, make_hint_adapter
-from kdedge.train.batches import InputStats, prepare_batch
-from kdedge.train.evaluate import uses_conv
+from kdedge.train.batches import prepare_batch
 from kdedge.train.steps import StepFn
 
 LabelMode = Literal["labels", "none"]  # "none": unlabeled transfer set, the teacher is the only target

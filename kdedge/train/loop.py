@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from rich.console import Console
@@ -19,36 +19,24 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from torch import nn
 
 from kdedge.data import ImageData
+from kdedge.data.training import TrainingData
 from kdedge.errors import KdedgeError
+from kdedge.inference import predict_logits, uses_conv
 from kdedge.layout import CHECKPOINT_FILE
 from kdedge.metrics import accuracy, nll
 from kdedge.recipe import TrainConfig
-from kdedge.train.batches import AugmentSpec, InputStats, prepare_batch
+from kdedge.train.batches import AugmentSpec, prepare_batch
 from kdedge.train.checkpoint import load_checkpoint, save_checkpoint
-from kdedge.train.evaluate import predict_logits, uses_conv
 from kdedge.train.schedule import learning_rate
 from kdedge.train.steps import StepFn
 
 _PROGRESS_EVERY = 10  # batches between progress refreshes (each one syncs the device)
 
 
-@dataclass(frozen=True)
-class TrainingData:
-    train: ImageData
-    val: ImageData
-    test: ImageData
-    stats: InputStats
-    hflip_ok: bool
-
-
 @dataclass
 class FitResult:
     history: list[dict[str, Any]] = field(default_factory=list)
     resumed_from_epoch: int = 0
-
-    @property
-    def final(self) -> dict[str, Any]:
-        return self.history[-1] if self.history else {}
 
     @property
     def train_time_s(self) -> float:
@@ -89,8 +77,7 @@ def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
 def fit(model: nn.Module, step: StepFn, *, data: TrainingData, cfg: TrainConfig, seed: int,
         device: torch.device, out_dir: Path, fingerprint: str, resume_state: dict[str, Any] | None = None,
         console: Console | None = None, label: str = "teacher",
-        extra_modules: nn.Module | None = None,
-        on_epoch: Callable[[dict[str, Any]], None] | None = None) -> FitResult:
+        extra_modules: nn.Module | None = None) -> FitResult:
     """Train `model` with `step` for cfg.epochs, checkpointing each epoch into out_dir.
 
     `fingerprint` ties checkpoints to one configuration, so a resume never mixes two.
@@ -152,8 +139,6 @@ def fit(model: nn.Module, step: StepFn, *, data: TrainingData, cfg: TrainConfig,
                 "device": str(device), "threads": torch.get_num_threads()})
             if console:
                 console.print(_epoch_line(label, record, cfg.epochs))
-            if on_epoch:
-                on_epoch(record)
     model.eval()
     return result
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 from scipy.optimize import minimize_scalar
 
-from kdedge.calibrate import CalibrationResult, apply_temperature, calibrate, fit_temperature
+from kdedge.temperature import CalibrationResult, apply_temperature, calibrate, fit_temperature
 from kdedge.metrics import classification_report, nll
 
 

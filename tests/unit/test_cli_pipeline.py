@@ -10,12 +10,12 @@ from pathlib import Path
 
 import torch
 
-from kdedge.calibrate import fit_temperature
+from kdedge.inference import predict_logits
+from kdedge.temperature import fit_temperature
 from kdedge.metrics import ece
 from kdedge.modelfile import load_model
 from kdedge.recipe import load_recipe
 from kdedge.stages.data import prepare_data
-from kdedge.train.evaluate import predict_logits
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 

@@ -102,7 +102,7 @@ def test_hint_loss_on_unmodified_conv_nets_resumes_bitwise(tmp_path: Path, monke
     assert torch.load(run / "student" / "checkpoint.pt", weights_only=True)["extra"], "adapter is checkpointed"
 
     # the same recipe, interrupted in the student's second epoch, then resumed
-    import kdedge.stages.distill as distill_module
+    import kdedge.stages.students as students_module
 
     real = interrupt_kd_step_at(monkeypatch, 25)  # digits: 18 batches per epoch, so this is inside epoch 2
     recipe = recipe_from_dict(deep_update(CONV_KD, {"output_dir": str(tmp_path / "cut" / "runs")}))
@@ -110,7 +110,7 @@ def test_hint_loss_on_unmodified_conv_nets_resumes_bitwise(tmp_path: Path, monke
         distill(recipe, open_run(recipe, None, force=False), StageContext())
     cut = tmp_path / "cut" / "runs" / "tiny"
     assert torch.load(cut / "student" / "checkpoint.pt", weights_only=True)["epoch"] == 1
-    monkeypatch.setattr(distill_module, "make_distill_step", real)
+    monkeypatch.setattr(students_module, "make_distill_step", real)
     distill(recipe, open_run(recipe, None, force=False), StageContext(), resume=True)
     full, resumed = _weights(run, "student"), _weights(cut, "student")
     assert all(torch.equal(full[k], resumed[k]) for k in full)

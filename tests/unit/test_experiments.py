@@ -52,7 +52,7 @@ def test_width_sweep_trains_a_baseline_per_point(tmp_path: Path):
 
 def test_capacity_sweep_with_mc_dropout_uncertainty_transfer(tmp_path: Path):
     """Seed 000: students of growing capacity from a dropout teacher, MC dropout on all, MUPE."""
-    from kdedge.export.ort_session import normalise
+    from kdedge.inputs import normalise
     from kdedge.modelfile import load_model
     from kdedge.stages.data import prepare_data
     from kdedge.uncertainty import mc_dropout_predict

@@ -15,8 +15,9 @@ import torch
 import yaml
 from typer.testing import CliRunner
 
-from kdedge.data.calibration import calibration_indices
+from kdedge.data.int8_calibration import calibration_indices
 from kdedge.errors import KdedgeError
+from kdedge.inference import predict_logits
 from kdedge.modelfile import ModelSpecRecord, load_model
 from kdedge.quant.modelopt_backend import (
     MISSING,
@@ -30,7 +31,6 @@ from kdedge.stages.context import StageContext
 from kdedge.stages.data import prepare_data
 from kdedge.stages.distill import distill
 from kdedge.stages.quant import QAT_STAGE, calibration_batches, prepare_qat_model
-from kdedge.train.evaluate import predict_logits
 from tests.conftest import interrupt_kd_step_at, TINY_RECIPE, deep_update
 
 # A conv student (INT8 matters for convolutions) distilled from the tiny MLP teacher; no baseline.
@@ -229,7 +229,7 @@ def test_init_scratch_keeps_the_seeded_random_init():
 
 
 def test_interrupted_qat_resumes_to_the_same_weights(qat_run, tmp_path: Path, monkeypatch):
-    import kdedge.stages.distill as distill_module
+    import kdedge.stages.students as students_module
 
     kd = recipe_from_dict(deep_update(KD, {"output_dir": str(tmp_path / "runs")}))
     distill(kd, open_run(kd, None, force=False), StageContext())  # teacher + student, as in the fixture
@@ -241,7 +241,7 @@ def test_interrupted_qat_resumes_to_the_same_weights(qat_run, tmp_path: Path, mo
     ckpt = torch.load(cut / QAT_STAGE / "checkpoint.pt", weights_only=True)
     assert ckpt["epoch"] == 1 and any(k.endswith("_amax") for k in ckpt["model"])
     assert not (cut / QAT_STAGE / "model.pt").exists()
-    monkeypatch.setattr(distill_module, "make_distill_step", real)
+    monkeypatch.setattr(students_module, "make_distill_step", real)
     with pytest.raises(KdedgeError, match="pass --resume"):
         distill(recipe, open_run(recipe, None, force=False), StageContext())
     stages = distill(recipe, open_run(recipe, None, force=False), StageContext(), resume=True)
@@ -277,7 +277,7 @@ def test_missing_modelopt_is_one_line_before_any_work(monkeypatch, make_recipe, 
 
 def test_kdedge_imports_without_importing_modelopt():
     code = ("import sys, kdedge.cli, kdedge.recipe, kdedge.stages.distill, kdedge.stages.quant, "
-            "kdedge.quant.modelopt_backend, kdedge.data.calibration; "
+            "kdedge.quant.modelopt_backend, kdedge.data.int8_calibration; "
             "print(sorted(m for m in sys.modules if m.startswith('modelopt')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"

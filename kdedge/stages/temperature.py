@@ -1,20 +1,24 @@
-"""Stage: temperature scaling of the teacher, fitted on the validation split only."""
+"""Stage: temperature scaling of the teacher (`kdedge calibrate`), fitted on the validation split only.
+
+Writes T* with ECE/NLL before and after to <run>/teacher/calibration.json (the file name runs have
+always had) and a reliability diagram beside it; the math is in kdedge/temperature.py.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
-from kdedge.calibrate import apply_temperature, calibrate
 from kdedge.errors import KdedgeError
+from kdedge.inference import predict_logits
 from kdedge.io import write_json
+from kdedge.layout import RELIABILITY_FILE, TEACHER, TEMPERATURE_FILE, model_path
 from kdedge.metrics import calibration_bins
 from kdedge.modelfile import load_model
 from kdedge.plots import reliability_diagram
 from kdedge.run import RunDir
 from kdedge.stages.context import StageContext
 from kdedge.stages.data import PreparedData, check_same_data, prepare_data
-from kdedge.layout import RELIABILITY_FILE, TEACHER, TEMPERATURE_FILE as CALIBRATION_FILE, model_path as stage_model_path
-from kdedge.train.evaluate import predict_logits
+from kdedge.temperature import apply_temperature, calibrate
 
 N_BINS = 10
 
@@ -23,10 +27,9 @@ def calibrate_teacher(run: RunDir, ctx: StageContext, data: PreparedData | None 
     """Fit T* on the validation split. `data` may be passed when the caller has already loaded it."""
     recipe = run.recipe()
     record = run.stage_record(TEACHER)
-    model_path = stage_model_path(run, TEACHER)
     if not record or record.get("status") != "complete":
         raise KdedgeError(f"{run.root}: the teacher is not trained yet; run `kdedge train` on its recipe first")
-    model, _ = load_model(model_path, fix="retrain the teacher with `kdedge train RECIPE --force`")
+    model, _ = load_model(model_path(run, TEACHER), fix="retrain the teacher with `kdedge train RECIPE --force`")
     device = ctx.device(recipe.device)
     model.to(device)
     data = data or prepare_data(recipe, ctx.data_roots)
@@ -49,7 +52,7 @@ def calibrate_teacher(run: RunDir, ctx: StageContext, data: PreparedData | None 
                "test_bins": {k: v.to_dict() for k, v in bins.items()}}
     reliability_diagram({"teacher (T=1)": bins["before"], f"teacher (T*={t:.3f})": bins["after"]},
                         out_dir / RELIABILITY_FILE, title=f"Teacher reliability on test — {recipe.name}")
-    write_json(out_dir / CALIBRATION_FILE, payload)
+    write_json(out_dir / TEMPERATURE_FILE, payload)
     run.update_manifest(temperatures={"teacher": t},
                         stages={"calibration": {"status": "complete", "temperature": t,
                                                 "test_ece_before": result.before["test"]["ece"],

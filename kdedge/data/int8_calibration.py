@@ -1,12 +1,21 @@
-"""Which images calibrate INT8 ranges: a small, class-balanced, seeded subset of the training split.
+"""Which images calibrate INT8 activation ranges: a small, class-balanced, seeded subset of the training split.
 
-Shared by QAT (modelopt calibration) and export (INT8 calibration), so both see the same images for
-the same (labels, count, seed).
+The one draw behind QAT (modelopt calibration) and export (ORT / TensorRT INT8 calibration), so both
+see the same images for the same (labels, count, seed). Not to be confused with temperature scaling
+(kdedge/temperature.py).
 """
 
 from __future__ import annotations
 
 import torch
+
+from kdedge.data.base import ImageData
+
+
+def int8_calibration_images(train: ImageData, count: int, seed: int) -> torch.Tensor:
+    """The uint8 images [count, C, H, W] that calibrate INT8 ranges (see calibration_indices); each
+    consumer normalises them as its runtime does."""
+    return train.images[calibration_indices(train.labels, count, seed)]
 
 
 def calibration_indices(labels: torch.Tensor, count: int, seed: int) -> torch.Tensor:
