@@ -1,4 +1,4 @@
-"""Batch-level tensor transforms: normalisation and the crop/flip augmentation used in training."""
+"""Batch-level tensor augmentation used in training: random crop of the padded image and horizontal flip."""
 
 from __future__ import annotations
 

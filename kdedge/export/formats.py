@@ -1,11 +1,17 @@
-"""The one table of export formats. Every request is checked against it; a wrong name is an error
-that lists the valid ones (never auto-corrected)."""
+"""The one table of export formats. Each row carries its behaviour: the producer that writes the
+artifact, the settings recorded with it, what it needs installed, and the format it is built from;
+adding a format is one row here and one producer module. Every request is checked against the table;
+a wrong name is an error that lists the valid ones (never auto-corrected)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any, Callable
 
 from kdedge.errors import KdedgeError
+from kdedge.export import engine, onnx_fp32, ort_int8, trt_qdq
+from kdedge.export.job import ExportJob, ExportOptions
+from kdedge.extras import MODELOPT, TENSORRT, Requirement
 
 
 @dataclass(frozen=True)
@@ -13,29 +19,42 @@ class ExportFormat:
     name: str
     suffix: str       # file name = <model stage>/model<suffix>
     runtime: str
-    int8: bool
+    int8: bool        # gated against the fp32 reference; else it is checked against torch itself
     purpose: str
-    needs: str = ""   # the extra that provides it, when not in the core install
+    produce: Callable[[ExportJob], dict[str, Any]]               # writes job.out; extra manifest fields
+    settings: Callable[[ExportOptions, bool], dict[str, Any]]    # (options, own_scales): what shapes it
+    needs: tuple[Requirement, ...] = ()
+    built_from: str | None = None  # the format whose finished artifact it is made from (exported first)
+
+    def unmet(self) -> str | None:
+        """Why this machine cannot make the format (the first requirement missing), or None."""
+        return next((reason for r in self.needs if (reason := r.missing()) is not None), None)
 
 
 FORMATS: dict[str, ExportFormat] = {f.name: f for f in (
     ExportFormat("onnx", ".onnx", "onnxruntime, TensorRT, any ONNX runtime", False,
-                 "fp32 reference; dynamic batch, opset 18"),
+                 "fp32 reference; dynamic batch, opset 18", produce=onnx_fp32.produce, settings=onnx_fp32.settings),
     ExportFormat("onnx-int8", ".int8.onnx", "onnxruntime (CPU)", True,
-                 "fast INT8 on CPUs: QDQ, per-channel S8 weights, U8 activations, static calibration"),
+                 "fast INT8 on CPUs: QDQ, per-channel S8 weights, U8 activations, static calibration",
+                 produce=ort_int8.produce, settings=ort_int8.settings, built_from="onnx"),
     ExportFormat("onnx-int8-trt", ".int8-trt.onnx", "TensorRT (explicit quantization)", True,
-                 "symmetric S8 Q/DQ for TensorRT engines (nvidia-modelopt)", needs="modelopt"),
+                 "symmetric S8 Q/DQ for TensorRT engines (nvidia-modelopt)",
+                 produce=trt_qdq.produce, settings=trt_qdq.settings, needs=(MODELOPT,)),
     ExportFormat("engine", ".engine", "TensorRT (this GPU only)", True,
                  "serialized TensorRT engine from the onnx-int8-trt model; build it on the target device",
-                 needs="trt"),
+                 produce=engine.produce, settings=engine.settings, needs=(TENSORRT, engine.CUDA_GPU),
+                 built_from="onnx-int8-trt"),
 )}
 
-# `kdedge export RUN --int8` asks for these (the TensorRT form only where nvidia-modelopt is installed).
+# INT8 parity is measured against this fp32 export, so asking for any INT8 format exports it too.
+REFERENCE = "onnx"
+# `kdedge export RUN --int8` asks for these (each only where this machine meets its needs).
 INT8_DEFAULT = ("onnx", "onnx-int8", "onnx-int8-trt")
 
 
 def parse_formats(names: list[str]) -> list[ExportFormat]:
-    """The formats named (comma lists allowed), in table order, each checked against FORMATS."""
+    """The formats named (comma lists allowed) and those they are built from, in table order, each
+    checked against FORMATS."""
     wanted: list[str] = []
     for item in names:
         for name in (part.strip() for part in item.split(",")):
@@ -44,13 +63,30 @@ def parse_formats(names: list[str]) -> list[ExportFormat]:
             if name not in FORMATS:
                 raise KdedgeError(f"--format {name!r}: unknown export format; valid: {', '.join(FORMATS)}")
             wanted.append(name)
-    if "engine" in wanted and "onnx-int8-trt" not in wanted:
-        wanted.append("onnx-int8-trt")  # the engine is built from it
-    if any(FORMATS[n].int8 for n in wanted) and "onnx" not in wanted:
-        wanted.append("onnx")  # INT8 parity is measured against the fp32 export
+    for name in list(wanted):
+        source = FORMATS[name].built_from
+        while source is not None:
+            wanted.append(source)
+            source = FORMATS[source].built_from
+    if any(FORMATS[n].int8 for n in wanted):
+        wanted.append(REFERENCE)
     return [f for name, f in FORMATS.items() if name in wanted]
 
 
+def int8_default(note: Callable[[str], None]) -> list[str]:
+    """What `--int8` asks for on this machine: INT8_DEFAULT less the formats it cannot make, each noted."""
+    chosen = []
+    for name in INT8_DEFAULT:
+        reason = FORMATS[name].unmet()
+        if reason is None:
+            chosen.append(name)
+        else:
+            note(f"{name} skipped: {reason}")
+    return chosen
+
+
 def formats_table() -> list[list[str]]:
-    return [[f.name, f"model{f.suffix}", f.runtime, f.purpose, f"kdedge[{f.needs}]" if f.needs else "core"]
-            for f in FORMATS.values()]
+    def install(f: ExportFormat) -> str:
+        return ", ".join(f"kdedge[{r.extra}]" for r in f.needs if r.extra) or "core"
+
+    return [[f.name, f"model{f.suffix}", f.runtime, f.purpose, install(f)] for f in FORMATS.values()]

@@ -7,9 +7,12 @@ import io
 import logging
 import warnings
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
+
+from kdedge.export.job import ExportJob, ExportOptions
 
 OPSET = 18
 INPUT_NAME = "images"
@@ -58,3 +61,13 @@ def export_onnx(model: nn.Module, sample: torch.Tensor, path: Path, *, exporter:
                 dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}})
         else:
             raise ValueError(f"unknown exporter {exporter!r}")
+
+
+def settings(options: ExportOptions, own_scales: bool) -> dict[str, Any]:
+    return {"opset": OPSET}
+
+
+def produce(job: ExportJob) -> dict[str, Any]:
+    """The `onnx` format: the fp32 reference that the INT8 formats are gated against."""
+    export_onnx(job.fp32, job.sample(), job.out)
+    return {"exporter": "torch.onnx (dynamo)", "opset": OPSET}

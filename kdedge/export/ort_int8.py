@@ -12,13 +12,16 @@ import io
 import os
 import tempfile
 from pathlib import Path
-from typing import Literal
+from typing import Any
 
 import numpy as np
 import onnx
 
-CalibMethod = Literal["minmax", "percentile", "entropy"]
-CALIB_METHODS: tuple[str, ...] = ("minmax", "percentile", "entropy")
+from kdedge.choices import CalibMethod
+from kdedge.export.job import ExportJob, ExportOptions
+from kdedge.export.onnx_fp32 import INPUT_NAME
+from kdedge.export.qdq_graph import summarise_qdq
+
 PERCENTILE = 99.999
 # 7-bit weights: x86 u8*s8 kernels without VNNI sum pairs of products in 16 bits and saturate with
 # full-range weights; measured here, a digits CNN fell to 87% top-1 agreement without it, 99.4% with it.
@@ -67,3 +70,22 @@ def quantize_dynamic_int8(fp32_path: Path, out_path: Path) -> None:
         quant_pre_process(os.fspath(fp32_path), os.fspath(prepared))
         quantize_dynamic(os.fspath(prepared), os.fspath(out_path), weight_type=QuantType.QInt8, per_channel=True,
                          reduce_range=REDUCE_RANGE)
+
+
+def settings(options: ExportOptions, own_scales: bool) -> dict[str, Any]:
+    return {"calib_images": options.calib_images, "calib_method": options.calib_method,
+            "quantization": options.quantization}
+
+
+def produce(job: ExportJob) -> dict[str, Any]:
+    """The `onnx-int8` format, from the fp32 ONNX (`job.source`)."""
+    mode = job.options.quantization
+    if mode == "auto":
+        mode = "static" if has_conv(job.source) else "dynamic"  # Linear-only models: dynamic needs no calibration
+    if mode == "static":
+        quantize_static_qdq(job.source, job.out, job.calibration, method=job.options.calib_method,
+                            input_name=INPUT_NAME)
+    else:
+        quantize_dynamic_int8(job.source, job.out)
+    return {"quantization": mode, "calibration_images": len(job.calibration) if mode == "static" else 0,
+            "qdq": summarise_qdq(job.out).to_dict()}

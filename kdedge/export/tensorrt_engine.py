@@ -13,17 +13,15 @@ from typing import Any
 import numpy as np
 
 from kdedge.errors import KdedgeError
-
-INSTALL_HINT = ("TensorRT is not installed: on a workstation `pip install --extra-index-url https://pypi.nvidia.com "
-                "tensorrt` (needs an NVIDIA GPU), on a Jetson it comes with JetPack; engines must be built on the "
-                "device that runs them")
+from kdedge.extras import TENSORRT_MISSING
+from kdedge.inference import batched
 
 
 def import_tensorrt() -> Any:
     try:
         import tensorrt as trt
     except ImportError:
-        raise KdedgeError(INSTALL_HINT) from None
+        raise KdedgeError(TENSORRT_MISSING) from None
     return trt
 
 
@@ -97,6 +95,4 @@ class EngineRunner:
 
 def engine_logits(engine_bytes: bytes, images: np.ndarray, *, batch_size: int) -> np.ndarray:
     """Logits of normalised float32 images, batched up to the engine's profile maximum."""
-    runner = EngineRunner(engine_bytes)
-    return np.concatenate([runner(images[i:i + batch_size]) for i in range(0, len(images), batch_size)])
-
+    return batched(EngineRunner(engine_bytes), images, batch_size)

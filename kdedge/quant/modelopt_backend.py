@@ -18,23 +18,27 @@ import torch
 from torch import nn
 
 from kdedge.errors import KdedgeError
+from kdedge.extras import MODELOPT_MISSING, modelopt_missing
 from kdedge.io import atomic_path
 from kdedge.modelfile import ModelSpecRecord, load_torch_file
 
 QAT_MODEL_FORMAT = "kdedge-qat-model-1"
-MISSING = "nvidia-modelopt is not installed; pip install 'kdedge[modelopt]' (quant.backend: modelopt)"
+MISSING = f"{MODELOPT_MISSING} (quant.backend: modelopt)"
 
 
 def require_modelopt() -> tuple[ModuleType, ModuleType]:
     """(modelopt.torch.quantization, modelopt.torch.opt), or a one-line KdedgeError saying how to get them."""
+    if modelopt_missing():
+        raise KdedgeError(MISSING)
     try:
         with warnings.catch_warnings():
             # modelopt warns at import about optional integrations (e.g. transformers) that kdedge never uses
             warnings.simplefilter("ignore")
             import modelopt.torch.opt as mto
             import modelopt.torch.quantization as mtq
-    except ImportError:
-        raise KdedgeError(MISSING) from None
+    except ImportError as exc:  # installed but broken (e.g. a torch it was not built for): still one line
+        raise KdedgeError(f"nvidia-modelopt is installed but does not import ({exc}); "
+                          "reinstall it: pip install --force-reinstall 'kdedge[modelopt]'") from None
     return mtq, mto
 
 

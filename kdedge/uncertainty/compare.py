@@ -8,6 +8,7 @@ from typing import Any, Callable, Mapping
 import torch
 from torch import nn
 
+from kdedge.inference import batched
 from kdedge.metrics import calibration_bins
 from kdedge.uncertainty.mc_dropout import McDropoutNotApplicable, mc_dropout_predict, mc_metrics
 from kdedge.uncertainty.stats import mupe
@@ -17,7 +18,7 @@ DETERMINISTIC = "deterministic (no dropout)"
 
 def _softmax_confidence(model: nn.Module, x: torch.Tensor, device: torch.device, batch: int = 256) -> torch.Tensor:
     with torch.inference_mode():
-        logits = torch.cat([model(x[i:i + batch].to(device)).float().cpu() for i in range(0, len(x), batch)])
+        logits = batched(lambda b: model(b.to(device)).float().cpu(), x, batch)
     return torch.softmax(logits.double(), 1).max(1).values
 
 

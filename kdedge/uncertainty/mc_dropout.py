@@ -25,9 +25,9 @@ import torch
 from torch import Tensor, nn
 
 from kdedge.errors import KdedgeError
+from kdedge.inference import uses_conv
 from kdedge.models.base import ConvClassifier
 from kdedge.models.mlp import MLP
-from kdedge.train.evaluate import uses_conv
 from kdedge.uncertainty.stats import mc_metrics_from, summarise_passes
 
 NOT_APPLICABLE = "no dropout: MC dropout not applicable"

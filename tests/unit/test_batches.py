@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from kdedge.train.batches import AugmentSpec, InputStats, prepare_batch
+from kdedge.inputs import InputStats
+from kdedge.train.batches import AugmentSpec, prepare_batch
 from kdedge.train.loop import batch_bounds
 
 

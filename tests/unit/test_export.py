@@ -192,7 +192,7 @@ def test_parity_gate_refuses_broken_quantization_and_writes_nothing(run_copy, mo
         # Two images of one class, dimmed to 5 %: activation ranges far too small, so real inputs saturate.
         train = data.training.train
         idx = torch.nonzero(train.labels == 0).flatten()[:2]
-        from kdedge.export.ort_session import normalise
+        from kdedge.inputs import normalise
 
         dim = (train.images[idx].float() * 0.05).to(torch.uint8)
         return normalise(dim.numpy(), data.training.stats)
@@ -214,7 +214,7 @@ def test_parity_gate_refuses_broken_quantization_and_writes_nothing(run_copy, mo
 
 
 def test_killed_export_leaves_nothing_recorded(run_copy, monkeypatch):
-    import kdedge.stages.export as stage
+    import kdedge.export.ort_int8 as stage
 
     assert invoke("export", run_copy, "--models", "student").exit_code == 0
 

@@ -1,0 +1,59 @@
+"""What an export producer is given: the user's export options and one job (a model, the file to
+write, the images it may trace or calibrate on). Producers read these and nothing of the run."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from kdedge.choices import CalibMethod, Int8Quantization
+from kdedge.export.parity import ParityThresholds
+from kdedge.inputs import InputStats, normalise
+
+if TYPE_CHECKING:
+    from kdedge.export.formats import ExportFormat
+
+# A producer that measures its own artifact's logits (ONNX Runtime cannot run a TensorRT engine)
+# returns them under this key; they feed the parity gate and are not written to the manifest.
+LOGITS = "_logits"
+
+
+@dataclass(frozen=True)
+class ExportOptions:
+    formats: list[ExportFormat]
+    models: list[str] | None = None                 # None: every finished model of the run
+    calib_images: int = 512
+    calib_method: CalibMethod = "minmax"
+    quantization: Int8Quantization = "auto"
+    thresholds: ParityThresholds = field(default_factory=ParityThresholds)
+    allow_drop: bool = False
+    force: bool = False
+    engine_max_batch: int = 64
+
+    def settings(self, fmt: ExportFormat, *, own_scales: bool) -> dict[str, Any]:
+        """What shapes the artifact: a recorded export with other settings is not reused. `own_scales`:
+        the model is a QAT student, which carries its own INT8 scales."""
+        gate = {"parity_thresholds": asdict(self.thresholds)} if fmt.int8 else {}
+        return {**gate, **fmt.settings(self, own_scales)}
+
+
+@dataclass(frozen=True)
+class ExportJob:
+    fp32: nn.Module               # the model (for a QAT student: its weights without fake quantization)
+    quantized: nn.Module | None   # a QAT student's fake-quant model (its own INT8 scales)
+    out: Path                     # the file to write (a temp name, renamed into place once checked)
+    source: Path | None           # the finished artifact of the format's `built_from`
+    options: ExportOptions
+    calibration: np.ndarray       # normalised real training images, stratified by class (INT8 ranges)
+    test_images: np.ndarray       # the uint8 test split
+    stats: InputStats
+    input_shape: tuple[int, int, int]
+
+    def sample(self) -> torch.Tensor:
+        """Two normalised test images: what the exporters trace the model with."""
+        return torch.from_numpy(normalise(self.test_images[:2], self.stats))
