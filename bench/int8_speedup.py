@@ -15,7 +15,7 @@ import argparse
 import json
 from pathlib import Path
 
-from kdedge.bench.export_timing import time_exports
+from export_timing import time_exports
 from kdedge.io import write_json
 from kdedge.run import RunDir, machine_info, package_versions
 

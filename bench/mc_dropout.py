@@ -22,12 +22,13 @@ from typing import Callable
 import torch
 
 from kdedge.data import load_dataset
+from kdedge.inference import uses_conv
+from kdedge.inputs import InputStats
 from kdedge.io import write_json
-from kdedge.latency import summarise_times
+from kdedge.bench.timing import summarise_times
 from kdedge.models import build_model
 from kdedge.run import machine_info, package_versions
-from kdedge.train.batches import InputStats, prepare_batch
-from kdedge.train.evaluate import uses_conv
+from kdedge.train.batches import prepare_batch
 from kdedge.uncertainty import McResult, mc_dropout_predict, mc_metrics
 
 RESULTS = Path(__file__).resolve().parent / "results" / "mc_dropout.json"

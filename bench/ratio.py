@@ -19,7 +19,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from kdedge.bench.export_timing import CALL_FLOOR, time_exports
+from export_timing import CALL_FLOOR, time_exports
 from kdedge.io import write_result
 from kdedge.markdown import markdown_table
 from kdedge.run import RunDir, machine_info, package_versions

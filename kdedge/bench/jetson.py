@@ -21,11 +21,11 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
+from kdedge.bench.jetson_parse import TegrastatsSample, parse_jetson_release, parse_nvpmodel, parse_tegrastats_log
+from kdedge.bench.trtexec import JETSON_TRTEXEC, batch_profile_args, trtexec_command, trtexec_load_command
+from kdedge.bench.trtexec_parse import parse_trtexec
 from kdedge.errors import KdedgeError
 from kdedge.io import write_text
-from kdedge.remote.jetson import TegrastatsSample, parse_jetson_release, parse_nvpmodel, parse_tegrastats_log
-from kdedge.remote.trtexec import (JETSON_TRTEXEC, batch_profile_args, parse_trtexec, trtexec_command,
-                                   trtexec_load_command)
 
 NV_TEGRA_RELEASE = Path("/etc/nv_tegra_release")  # a module constant so tests can point it at a fixture
 TOOL_TIMEOUT_S = 30

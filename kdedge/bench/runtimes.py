@@ -1,38 +1,107 @@
-"""The runtimes `kdedge bench` measures a model on: one table, each entry a way to get logits from a
-batch of normalised images on a device. A runtime that is not installed is refused with the extra to
-install; one without the export it needs says to run `kdedge export`."""
+"""The runtimes `kdedge bench` measures a model on: one table keyed by name, each row carrying what it
+needs (devices, module, install hint) and how to open a predictor (logits of a batch of normalised
+images) for one model of the run. Adding a runtime is one row here plus the module its factory uses.
+
+A runtime that is not installed is refused with the extra to install; a model without the export a
+runtime runs is left out of that runtime's results (not an error); a changed export is refused.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 import torch
 from torch import nn
 
 from kdedge.errors import KdedgeError
+from kdedge.export.ort_session import open_session
+from kdedge.export.tensorrt_engine import EngineRunner
 from kdedge.io import sha256_file
+from kdedge.layout import BENCH_DIR
 
 Predict = Callable[[np.ndarray], np.ndarray]
 
 
 @dataclass(frozen=True)
+class BenchModel:
+    """One model of the run as the bench sees it: what a runtime's factory opens a predictor from."""
+
+    stage: str
+    model: nn.Module            # the torch model (a QAT student with its fake quantizers)
+    weights: Path               # its model file
+    run_root: Path
+    exports: dict[str, Any]     # the manifest's exports (every stage)
+    engine: Path | None         # on a Jetson: the engine trtexec built there for this model
+    device: str                 # cpu | cuda | jetson
+    torch_device: torch.device
+    threads: int | None
+    input_shape: tuple[int, ...]
+
+    def export_file(self, fmt: str) -> Path | None:
+        """The checked file of this model's `fmt` export; None when it was not exported."""
+        if fmt not in self.exports.get(self.stage, {}):
+            return None  # e.g. no INT8 export of the teacher: reported as absent, not an error
+        return verified_export(self.run_root, self.exports, self.stage, fmt)
+
+
+@dataclass(frozen=True)
+class Predictor:
+    predict: Predict
+    file: Path                                          # its size on disk is the model's size on this runtime
+    report: dict[str, Any] = field(default_factory=dict)  # more fields for this runtime's report entry
+
+
+@dataclass(frozen=True)
 class Runtime:
     name: str
-    export_format: str | None  # the `kdedge export` format it runs (None: the torch model itself)
+    export_format: str | None   # the `kdedge export` format it runs (None: the torch model itself)
     devices: tuple[str, ...]
-    module: str                # what must be importable
-    install: str               # how to get it
+    module: str                 # what must be importable
+    install: str                # how to get it
+    factory: Callable[[Runtime, BenchModel], Predictor | None]  # None: nothing of this model to run here
+    needs_cuda: bool = False    # left out of the default set when torch sees no CUDA GPU
+
+    def predictor(self, model: BenchModel) -> Predictor | None:
+        return self.factory(self, model)
+
+
+def _torch(runtime: Runtime, m: BenchModel) -> Predictor:
+    return Predictor(torch_predictor(m.model, m.torch_device), m.weights)
+
+
+def _ort(runtime: Runtime, m: BenchModel) -> Predictor | None:
+    path = m.export_file(runtime.export_format)
+    if path is None:
+        return None
+    check_input_shape(path, m.input_shape)
+    return Predictor(ort_predictor(path, threads=m.threads, device=m.device), path)
+
+
+def _trt(runtime: Runtime, m: BenchModel) -> Predictor | None:
+    if m.device == "jetson":
+        # engines do not move between GPUs: a Jetson runs the engine trtexec just built on it
+        if m.engine is None:
+            return None
+        return Predictor(EngineRunner(m.engine.read_bytes()), m.engine,
+                         {"engine": f"{BENCH_DIR}/{m.engine.parent.name}/{m.engine.name}"})
+    path = m.export_file(runtime.export_format)
+    if path is None:
+        return None
+    return Predictor(EngineRunner(path.read_bytes()), path)
 
 
 RUNTIMES: dict[str, Runtime] = {r.name: r for r in (
     # on a Jetson, torch runs on its GPU when NVIDIA's JetPack wheel is installed, ONNX Runtime on its CPU
-    Runtime("torch", None, ("cpu", "cuda", "jetson"), "torch", "pip install torch"),
-    Runtime("ort", "onnx", ("cpu", "cuda", "jetson"), "onnxruntime", "pip install onnxruntime (onnxruntime-gpu for cuda)"),
-    Runtime("ort-int8", "onnx-int8", ("cpu", "jetson"), "onnxruntime", "pip install onnxruntime"),
-    Runtime("trt", "engine", ("cuda", "jetson"), "tensorrt", "pip install 'kdedge[trt]' (NVIDIA's index) or JetPack"),
+    Runtime("torch", None, ("cpu", "cuda", "jetson"), "torch", "pip install torch", _torch),
+    Runtime("ort", "onnx", ("cpu", "cuda", "jetson"), "onnxruntime",
+            "pip install onnxruntime (onnxruntime-gpu for cuda)", _ort),
+    Runtime("ort-int8", "onnx-int8", ("cpu", "jetson"), "onnxruntime", "pip install onnxruntime", _ort),
+    # the engine runs through CUDA torch tensors
+    Runtime("trt", "engine", ("cuda", "jetson"), "tensorrt", "pip install 'kdedge[trt]' (NVIDIA's index) or JetPack",
+            _trt, needs_cuda=True),
 )}
 
 
@@ -41,10 +110,10 @@ def parse_runtimes(names: str | None, device: str) -> list[Runtime]:
     from importlib.util import find_spec
 
     if names is None:
-        # the engine runs through CUDA torch tensors: without them `trt` is left out of the default set
-        # (asked for by name, it says what is missing)
+        # a runtime that needs CUDA is left out of the default set without it (asked for by name, it
+        # says what is missing)
         return [r for r in RUNTIMES.values() if device in r.devices and find_spec(r.module) is not None
-                and (r.name != "trt" or torch.cuda.is_available())]
+                and (not r.needs_cuda or torch.cuda.is_available())]
     chosen = []
     for name in (n.strip() for n in names.split(",") if n.strip()):
         if name not in RUNTIMES:
@@ -85,16 +154,15 @@ def torch_predictor(model: nn.Module, device: torch.device) -> Predict:
 
 
 def ort_predictor(path: Path, *, threads: int | None, device: str) -> Predict:
-    from kdedge.export.ort_session import open_session
-
-    session = open_session(path, threads=threads)
+    providers: tuple[str, ...] = ("CPUExecutionProvider",)
     if device == "cuda":
         import onnxruntime as ort
 
         if "CUDAExecutionProvider" not in ort.get_available_providers():
             raise KdedgeError("--runtime ort on cuda needs onnxruntime-gpu (CUDAExecutionProvider); "
                               "pip install onnxruntime-gpu")
-        session = ort.InferenceSession(str(path), providers=["CUDAExecutionProvider", "CPUExecutionProvider"])
+        providers = ("CUDAExecutionProvider", "CPUExecutionProvider")
+    session = open_session(path, threads=threads, providers=providers)
     name = session.get_inputs()[0].name
     return lambda x: session.run(None, {name: x})[0]
 

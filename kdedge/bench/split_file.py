@@ -20,8 +20,8 @@ import torch
 
 from kdedge.data.base import ImageData
 from kdedge.errors import KdedgeError
+from kdedge.inputs import InputStats
 from kdedge.io import atomic_path
-from kdedge.train.batches import InputStats
 
 SPLIT_FORMAT = "kdedge-test-data-1"
 SPLIT_FILE = "test_data.npz"

@@ -1,5 +1,5 @@
-"""Benchmarking on a remote edge device (a Jetson) from a workstation: an SSH transport, and parsers
-for what the device prints (trtexec's timing report, nvpmodel, the L4T/JetPack release, tegrastats).
-
-Nothing here runs at import time; every module is plain functions and frozen dataclasses.
+"""`kdedge bench --host`: running the benchmark on another machine (a Jetson) from a workstation: the
+ssh target (target.py), the SSH transport (ssh.py) and the job that sends a run's bundle, runs
+`kdedge bench` there and brings the report back (bench_job.py). What runs on the device itself is
+kdedge.bench.
 """

@@ -22,21 +22,21 @@ import numpy as np
 import torch
 
 from kdedge.bench.jetson import device_info, tegrastats_sampling, tensorrt_version_from, trtexec_models
+from kdedge.bench.macs import count_macs
 from kdedge.bench.report import write_markdown, write_plots
-from kdedge.bench.runtimes import (Runtime, check_input_shape, ort_predictor, parse_runtimes, torch_predictor,
-                                   verified_export)
+from kdedge.bench.runtimes import BenchModel, Runtime, parse_runtimes
 from kdedge.bench.split_file import BenchSplit, read_split, split_from_dataset
+from kdedge.bench.timing import time_interleaved
 from kdedge.errors import KdedgeError
-from kdedge.export.ort_session import normalise
+from kdedge.inference import batched
+from kdedge.inputs import normalise
 from kdedge.io import write_json
-from kdedge.latency import time_interleaved
-from kdedge.macs import count_macs
+from kdedge.layout import BENCH_DIR, finished_models, model_path, requested_models
 from kdedge.metrics import calibration_bins, classification_report
 from kdedge.run import RunDir, machine_info, package_versions
-from kdedge.stages.context import StageContext
-from kdedge.stages.data import check_same_data, prepare_data
-from kdedge.layout import BENCH_DIR, finished_models, model_path, requested_models
 from kdedge.stage_model import load_stage_model
+from kdedge.stages.context import StageContext
+from kdedge.stages.data import recorded_data
 
 # -2: data.test_sha256 and data.source; device_info and trtexec (jetson); host and remote_run (--host)
 REPORT_SCHEMA = "kdedge-bench-report-2"
@@ -117,8 +117,7 @@ def bench_run(run_root: Path, ctx: StageContext, options: BenchOptions) -> dict[
 
 def dataset_split(run: RunDir, manifest: dict[str, Any], ctx: StageContext) -> tuple[BenchSplit, tuple[str, ...]]:
     """The run's test split from its dataset (and the class names), refused if the data changed."""
-    data = prepare_data(run.recipe(), ctx.data_roots)
-    check_same_data(manifest.get("data"), data, run.manifest_path)
+    data = recorded_data(manifest, run.manifest_path, ctx.data_roots)
     return split_from_dataset(data.dataset.name, data.training.test, data.training.stats), data.dataset.classes
 
 
@@ -138,17 +137,18 @@ def _evaluate(run: RunDir, exports: dict, stages: list[str], runtimes: list[Runt
         record = run.stage_record(stage) or {}
         models[stage] = {"parameters": record["parameters"], "macs": count_macs(torch_models[stage], split.input_shape),
                          "train_time_s": record.get("train_time_s"), "runtimes": {}}
+        model = BenchModel(stage=stage, model=torch_models[stage], weights=model_path(run, stage), run_root=run.root,
+                           exports=exports, engine=engines.get(stage), device=options.device,
+                           torch_device=torch_device, threads=options.threads, input_shape=split.input_shape)
         for runtime in runtimes:
-            predict, size = _predictor(run, exports, stage, runtime, torch_models[stage], torch_device, options,
-                                       split.input_shape, engines)
-            if predict is None:
+            predictor = runtime.predictor(model)
+            if predictor is None:
                 continue
-            logits = _batched(predict, images, options.batch)
+            logits = batched(predictor.predict, images, options.batch)
             report = classification_report(torch.from_numpy(logits), split.labels)
-            models[stage]["runtimes"][runtime.name] = {**report, "size_bytes": size}
-            if runtime.name == "trt" and stage in engines:  # which device-built engine (INT8 when there is one)
-                models[stage]["runtimes"]["trt"]["engine"] = f"{BENCH_DIR}/{engines[stage].parent.name}/{engines[stage].name}"
-            predictors.setdefault(runtime.name, {})[stage] = predict
+            models[stage]["runtimes"][runtime.name] = {**report, "size_bytes": predictor.file.stat().st_size,
+                                                       **predictor.report}
+            predictors.setdefault(runtime.name, {})[stage] = predictor.predict
             ctx.print(f"[cyan]{stage}[/] {runtime.name}: accuracy {report['accuracy']:.4f}, ECE {report['ece']:.4f}")
     return models, predictors
 
@@ -157,34 +157,6 @@ def bench_models(run: RunDir, requested: list[str] | None, exports: dict) -> lis
     if requested is None:
         return [s for s in finished_models(run) if s in exports]
     return requested_models(run, requested)
-
-
-def _predictor(run: RunDir, exports: dict, stage: str, runtime: Runtime, model, device: torch.device,
-               options: BenchOptions, input_shape, engines: dict[str, Path]) -> tuple[Any, int | None]:
-    if runtime.export_format is None:
-        size = model_path(run, stage).stat().st_size
-        return torch_predictor(model, device), size
-    if runtime.name == "trt" and options.device == "jetson":
-        # engines do not move between GPUs: a Jetson runs the engine trtexec just built on it
-        if stage not in engines:
-            return None, None
-        from kdedge.export.tensorrt_engine import EngineRunner
-
-        return EngineRunner(engines[stage].read_bytes()), engines[stage].stat().st_size
-    if runtime.export_format not in exports.get(stage, {}):
-        return None, None  # e.g. no INT8 export of the teacher: reported as absent, not an error
-    path = verified_export(run.root, exports, stage, runtime.export_format)
-    size = path.stat().st_size
-    if runtime.name == "trt":
-        from kdedge.export.tensorrt_engine import EngineRunner
-
-        return EngineRunner(path.read_bytes()), size
-    check_input_shape(path, input_shape)
-    return ort_predictor(path, threads=options.threads, device=options.device), size
-
-
-def _batched(predict, images: np.ndarray, batch: int) -> np.ndarray:
-    return np.concatenate([predict(images[i:i + batch]) for i in range(0, len(images), batch)])
 
 
 def _time_all(predictors: dict[str, dict[str, Any]], models: dict, images: np.ndarray, options: BenchOptions,
@@ -221,7 +193,7 @@ def _ratios(models: dict) -> dict[str, Any]:
 
 def _calibration(run: RunDir, torch_models: dict, split: BenchSplit, device: torch.device) -> dict[str, Any]:
     """Reliability bins of each model's fp32 torch predictions, and the teacher before/after T*."""
-    from kdedge.train.evaluate import predict_logits
+    from kdedge.inference import predict_logits
 
     bins = {}
     for stage, model in torch_models.items():

@@ -1,15 +1,20 @@
-"""Load a recipe's dataset and cut the deterministic train/validation split."""
+"""A run's data: load the recipe's dataset, cut the deterministic train/validation split, and refuse to
+continue a run on data other than the data it was made with. Light (no training code): the bench
+reads its test split through here too."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
 
 from kdedge.data import DatasetSplits, load_dataset, split_train_val
+from kdedge.data.training import TrainingData
 from kdedge.errors import KdedgeError
-from kdedge.recipe import Recipe
-from kdedge.train import TrainingData
-from kdedge.train.batches import InputStats
+from kdedge.inputs import InputStats
+from kdedge.recipe import DataConfig, Recipe
 
 
 @dataclass(frozen=True)
@@ -35,12 +40,31 @@ class PreparedData:
 
 
 def prepare_data(recipe: Recipe, extra_roots: tuple[Path, ...] = ()) -> PreparedData:
-    roots = ([recipe.data.root] if recipe.data.root else []) + list(extra_roots)
-    dataset = load_dataset(recipe.data.dataset, roots, **recipe.data.options)
-    train, val = split_train_val(dataset.train, recipe.data.val_fraction, recipe.data.split_seed)
+    return load_data(recipe.data, extra_roots)
+
+
+def load_data(config: DataConfig, extra_roots: tuple[Path, ...] = ()) -> PreparedData:
+    roots = ([config.root] if config.root else []) + list(extra_roots)
+    dataset = load_dataset(config.dataset, roots, **config.options)
+    train, val = split_train_val(dataset.train, config.val_fraction, config.split_seed)
     training = TrainingData(train=train, val=val, test=dataset.test,
                             stats=InputStats(tuple(dataset.mean), tuple(dataset.std)), hflip_ok=dataset.hflip_ok)
     return PreparedData(dataset=dataset, training=training)
+
+
+def recorded_data(manifest: dict[str, Any], manifest_path: Path, extra_roots: tuple[Path, ...] = ()) -> PreparedData:
+    """The data a run was made with, from the data: section of the recipe in its manifest alone, refused
+    if it changed. Only that section is read (it was checked when the run was made), so a bench loads
+    no model, loss or training code to validate the rest of the recipe."""
+    try:
+        config = DataConfig.model_validate(manifest["recipe"]["data"])
+    except (KeyError, TypeError, ValidationError) as exc:
+        reason = exc.errors()[0]["msg"] if isinstance(exc, ValidationError) else f"missing {exc}"
+        raise KdedgeError(f"{manifest_path}: recipe.data: {reason}; the manifest is damaged, rerun the "
+                          "recipe with --force") from None
+    data = load_data(config, extra_roots)
+    check_same_data(manifest.get("data"), data, manifest_path)
+    return data
 
 
 def check_same_data(recorded: dict | None, data: PreparedData, manifest_path: Path) -> None:

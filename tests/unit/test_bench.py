@@ -148,3 +148,22 @@ def test_models_without_dropout_are_reported_as_such(exported_run):
         assert unc["models"][stage] == {"applicable": False, "reason": unc["models"][stage]["reason"]}
         assert "no dropout" in unc["models"][stage]["reason"]
     assert "mupe" not in unc  # needs the teacher's MC confidence
+
+
+def test_bench_run_loads_no_training_code(exported_run, tmp_path):
+    # the whole `kdedge bench` command in a fresh interpreter (a Jetson only measures): which modules
+    # did it load by the time it exited?
+    loaded = tmp_path / "modules.txt"
+    code = ("import atexit, sys\n"
+            f"atexit.register(lambda: open({str(loaded)!r}, 'w').write('\\n'.join(sorted(sys.modules))))\n"
+            f"sys.argv = ['kdedge', 'bench', {str(exported_run)!r}, '--runs', '2', '--mc-samples', '3']\n"
+            "from kdedge.cli import main\nmain()\n")
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    modules = loaded.read_text().split()
+    assert "kdedge.stages.bench" in modules and "onnxruntime" in modules  # it did measure
+    training = [m for m in modules if m.startswith(("kdedge.train", "kdedge.losses", "kdedge.stages.distill"))]
+    assert training == []

@@ -43,7 +43,7 @@ def ort_accuracy(path) -> float:
 
 
 def test_times_every_export_and_reports_its_own_accuracy(fp32_run):
-    from kdedge.bench.export_timing import time_exports
+    from bench.export_timing import time_exports
 
     result = time_exports(fp32_run, PICKS, threads=1, batches=(8, 1), rounds=2, runs=3)
     assert set(result) == set(PICKS)
@@ -58,7 +58,7 @@ def test_times_every_export_and_reports_its_own_accuracy(fp32_run):
 
 
 def test_missing_and_changed_exports_are_one_line_errors(fp32_run, tmp_path):
-    from kdedge.bench.export_timing import time_exports
+    from bench.export_timing import time_exports
 
     with pytest.raises(KdedgeError, match=r"no onnx-int8 export of student; run `kdedge export"):
         time_exports(fp32_run, {"s": ("student", "onnx-int8")}, threads=1, rounds=1, runs=1)
@@ -74,7 +74,7 @@ def test_missing_and_changed_exports_are_one_line_errors(fp32_run, tmp_path):
 
 
 def test_call_floor_graph_only_flattens_and_slices(tmp_path):
-    from kdedge.bench.export_timing import write_call_floor_model
+    from bench.export_timing import write_call_floor_model
 
     path = write_call_floor_model(tmp_path / "floor.onnx", (1, 8, 8), 10)
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
@@ -84,7 +84,7 @@ def test_call_floor_graph_only_flattens_and_slices(tmp_path):
 
 
 def test_call_floor_is_timed_with_the_exports(fp32_run):
-    from kdedge.bench.export_timing import CALL_FLOOR, time_exports
+    from bench.export_timing import CALL_FLOOR, time_exports
 
     result = time_exports(fp32_run, PICKS, threads=1, batches=(8, 1), rounds=2, runs=3, call_floor=True)
     assert set(result) == {*PICKS, CALL_FLOOR}

@@ -2,7 +2,7 @@
 
 import pytest
 
-from kdedge.latency import summarise_times, time_interleaved
+from kdedge.bench.timing import summarise_times, time_interleaved
 
 
 def test_summary_of_known_times():

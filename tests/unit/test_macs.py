@@ -2,7 +2,7 @@
 
 from torch import nn
 
-from kdedge.macs import count_macs
+from kdedge.bench.macs import count_macs
 from kdedge.models import build_model
 
 

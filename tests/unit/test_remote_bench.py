@@ -194,7 +194,7 @@ def test_test_data_file_round_trip(run_copy, tmp_path):
     assert torch.equal(back.images, split.images) and torch.equal(back.labels, split.labels)
     assert back.images.dtype == torch.uint8 and back.sha256 == split.sha256 and back.stats == split.stats
     x, labels = digits_test()  # the test's own normalisation of the digits test split
-    from kdedge.export.ort_session import normalise
+    from kdedge.inputs import normalise
 
     assert np.allclose(normalise(back.images.numpy(), back.stats), x, atol=1e-6)
     assert torch.equal(back.labels, labels)
@@ -369,7 +369,7 @@ def test_jetson_without_its_tools_still_benches(run_copy, cli, monkeypatch, tmp_
 
 
 def test_trtexec_commands_for_one_engine_at_two_batches():
-    from kdedge.remote.trtexec import batch_profile_args, trtexec_command, trtexec_load_command
+    from kdedge.bench.trtexec import batch_profile_args, trtexec_command, trtexec_load_command
 
     extra = batch_profile_args("images", (1, 28, 28), 64)
     assert extra == ["--minShapes=images:1x1x28x28", "--optShapes=images:64x1x28x28", "--maxShapes=images:64x1x28x28"]

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from kdedge.bench.jetson_parse import (CpuCore, JetsonRelease, PowerMode, PowerRail, parse_jetson_release,
+                                       parse_nvpmodel, parse_tegrastats, parse_tegrastats_log)
 from kdedge.errors import KdedgeError
-from kdedge.remote.jetson import (CpuCore, JetsonRelease, PowerMode, PowerRail, parse_jetson_release, parse_nvpmodel,
-                                  parse_tegrastats, parse_tegrastats_log)
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "jetson"
 MARK = "-----8<----- output -----8<-----\n"

@@ -17,7 +17,8 @@ import pytest
 
 from kdedge.errors import KdedgeError
 from kdedge.remote import ssh
-from kdedge.remote.ssh import SshTarget, check_reachable, copy_from, copy_to, run, ssh_argv
+from kdedge.remote.ssh import check_reachable, copy_from, copy_to, run, ssh_argv
+from kdedge.remote.target import SshTarget
 from tests.conftest import free_port
 
 REPO = Path(__file__).resolve().parents[2]

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
+from kdedge.bench.trtexec import JETSON_TRTEXEC, TimeStats, TrtexecReport, trtexec_command
+from kdedge.bench.trtexec_parse import _version_from_code, parse_trtexec
 from kdedge.errors import KdedgeError
-from kdedge.remote.trtexec import (JETSON_TRTEXEC, TimeStats, TrtexecReport, _version_from_code, parse_trtexec,
-                                   trtexec_command)
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "trtexec"
 MARK = "-----8<----- output -----8<-----\n"

@@ -29,17 +29,18 @@ from typing import Any, Iterator, Sequence
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from kdedge.bench.report import write_markdown
+from kdedge.bench.runtimes import verified_export
 from kdedge.bench.split_file import SPLIT_FILE, write_split
+from kdedge.choices import REMOTE_BENCH_DEVICES
 from kdedge.errors import KdedgeError
 from kdedge.io import write_json
-from kdedge.remote import ssh
-from kdedge.remote.ssh import SshTarget
-from kdedge.run import MANIFEST, RunDir
 from kdedge.layout import BENCH_DIR, MODEL_FILE
+from kdedge.remote import ssh
+from kdedge.remote.target import SshTarget
+from kdedge.run import MANIFEST, RunDir
 from kdedge.stages.bench import REPORT_SCHEMA, BenchOptions, dataset_split, exported_models
 from kdedge.stages.context import StageContext
 
-REMOTE_DEVICES = ("cpu", "jetson")
 NOT_SENT = ("engine",)        # a TensorRT engine only runs on the GPU that built it
 BUNDLE_DIR = "run"            # the run's name on the device, inside the remote temp directory
 _TEMP_PREFIX = "kdedge-bench."
@@ -77,9 +78,10 @@ def ssh_options(values: Sequence[str]) -> tuple[str, ...]:
 
 
 def bench_remote(run_root: Path, ctx: StageContext, options: BenchOptions, remote: RemoteOptions) -> dict[str, Any]:
-    if options.device not in REMOTE_DEVICES:
-        raise KdedgeError(f"--device {options.device} with --host: valid: {', '.join(REMOTE_DEVICES)} (for a CUDA "
-                          "machine, run `kdedge bench RUN --device cuda` on it: engines are built where they run)")
+    if options.device not in REMOTE_BENCH_DEVICES:
+        raise KdedgeError(f"--device {options.device} with --host: valid: {', '.join(REMOTE_BENCH_DEVICES)} "
+                          "(for a CUDA machine, run `kdedge bench RUN --device cuda` on it: engines are built "
+                          "where they run)")
     run, manifest, exports, stages = exported_models(run_root, options.models)
     target = remote.target
     ssh.check_reachable(target, remote.connect_timeout)
@@ -132,8 +134,6 @@ def _check_remote_kdedge(remote: RemoteOptions) -> None:
 def _stage_bundle(run: RunDir, manifest: dict[str, Any], stages: list[str], bundle: Path,
                   ctx: StageContext) -> Path:
     """The part of the run a remote bench reads, plus the test split; nothing else leaves this machine."""
-    from kdedge.bench.runtimes import verified_export
-
     exports = manifest["exports"]
     sent: dict[str, dict[str, Any]] = {}
     for stage in stages:

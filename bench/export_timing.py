@@ -1,9 +1,11 @@
 """Time a run's recorded ONNX exports against each other on ONNX Runtime CPU.
 
-Used by the bench scripts that compare formats (INT8 vs fp32) or models (teacher vs student): every
-session gets the same real test images and thread count, and rounds alternate between them so drift
-of a shared machine hits all alike. Accuracy is the one `kdedge export` measured on the whole test
-split with ONNX Runtime (its parity record), so timing and accuracy describe the same file.
+A helper of the scripts in this folder that compare formats (int8_speedup.py: INT8 vs fp32) or
+models (ratio.py: teacher vs student); they import it as `export_timing` (a script's own folder is
+on its path). Every session gets the same real test images and thread count, and rounds alternate
+between them so drift of a shared machine hits all alike. Accuracy is the one `kdedge export`
+measured on the whole test split with ONNX Runtime (its parity record), so timing and accuracy
+describe the same file.
 """
 
 from __future__ import annotations
@@ -15,9 +17,10 @@ from typing import Any
 import numpy as np
 
 from kdedge.bench.runtimes import verified_export
+from kdedge.bench.timing import time_interleaved
 from kdedge.errors import KdedgeError
-from kdedge.export.ort_session import normalise, open_session
-from kdedge.latency import time_interleaved
+from kdedge.export.ort_session import open_session
+from kdedge.inputs import normalise
 from kdedge.run import RunDir
 from kdedge.stages.data import prepare_data
 
