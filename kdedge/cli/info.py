@@ -1,0 +1,67 @@
+"""Commands that only read: `kdedge show`, `kdedge list`, `kdedge recipe check|schema`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from kdedge.cli.app import app, recipe_app, user_errors
+from kdedge.errors import KdedgeError
+
+
+@app.command()
+@user_errors
+def show(run_dir: Annotated[Path, typer.Argument(help="Run directory.")]) -> None:
+    """Print a run's summary: data, stages, accuracy, calibration, timings."""
+    from kdedge.run import RunDir
+    from kdedge.summary import run_summary_table
+
+    Console().print(run_summary_table(RunDir(run_dir)))
+
+
+@app.command("list")
+@user_errors
+def list_registered(
+    what: Annotated[str, typer.Argument(help="models | datasets | formats")],
+) -> None:
+    """List the registered models or datasets, or the export formats."""
+    from kdedge.data import DATASETS
+    from kdedge.models import MODELS
+
+    if what == "formats":
+        from kdedge.export.formats import formats_table
+        from kdedge.markdown import markdown_table
+
+        print(markdown_table(["format", "file", "runtime", "what for", "install"], formats_table()))
+        return
+    registries = {"models": MODELS, "datasets": DATASETS}
+    if what not in registries:
+        raise KdedgeError(f"list: unknown kind {what!r}; allowed: {', '.join(registries)}, formats")
+    for name in registries[what].names():
+        print(name)
+
+
+@recipe_app.command("check")
+@user_errors
+def recipe_check(recipe_file: Annotated[Path, typer.Argument(help="YAML recipe.")]) -> None:
+    """Validate a recipe without running anything."""
+    from kdedge.recipe import load_recipe
+
+    recipe = load_recipe(recipe_file, require_runs=False)
+    print(f"{recipe_file}: ok (run {recipe.output_dir / recipe.name}, hash {recipe.hash})")
+    if recipe.teacher.model is None:
+        print(f"note: teacher.from_run {recipe.teacher.from_run} has no finished teacher yet; "
+              "train it before `kdedge distill`")
+
+
+@recipe_app.command("schema")
+@user_errors
+def recipe_schema() -> None:
+    """Print the recipe JSON schema (for editor completion and validation)."""
+    from kdedge.recipe import recipe_json_schema
+
+    print(json.dumps(recipe_json_schema(), indent=2))
