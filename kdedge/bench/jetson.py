@@ -26,6 +26,7 @@ from kdedge.bench.trtexec import JETSON_TRTEXEC, batch_profile_args, trtexec_com
 from kdedge.bench.trtexec_parse import parse_trtexec
 from kdedge.errors import KdedgeError
 from kdedge.io import write_text
+from kdedge.layout import run_file
 
 NV_TEGRA_RELEASE = Path("/etc/nv_tegra_release")  # a module constant so tests can point it at a fixture
 TOOL_TIMEOUT_S = 30
@@ -190,23 +191,25 @@ def trtexec_models(run_root: Path, exports: dict[str, Any], stages: list[str], i
     trtexec = find_trtexec()
     if trtexec is None:
         return {"available": False, "reason": f"trtexec not found on PATH or at {JETSON_TRTEXEC}"}, {}
+    # the manifest's paths, only as regular files inside the run (no `../`, no symlink out), all checked
+    # before the first build writes anything
+    builds = [(stage, precision, fmt, entry, flags,
+               run_file(run_root, entry.get("file") if isinstance(entry, dict) else None,
+                        what=f"exports.{stage}.{fmt}.file"))
+              for stage in stages for precision, fmt, flags in TRT_BUILDS
+              if (entry := exports.get(stage, {}).get(fmt)) is not None]
     trt_dir = out_dir / TRT_DIR
     trt_dir.mkdir(parents=True, exist_ok=True)
     results: dict[str, Any] = {}
     engines: dict[str, Path] = {}
-    for stage in stages:
-        for precision, fmt, flags in TRT_BUILDS:
-            entry = exports.get(stage, {}).get(fmt)
-            if entry is None:
-                continue
-            result = _build_and_time(trtexec, run_root / entry["file"], entry, trt_dir, f"{stage}.{precision}",
-                                     image_shape, batch, flags)
-            results.setdefault(stage, {})[precision] = {"export": fmt, **result}
-            if "error" in result:
-                print_(f"[yellow]trtexec[/] {stage} {precision}: {result['error']}")
-                continue
-            engines.setdefault(stage, trt_dir / result["engine"])  # INT8 first: the `trt` runtime runs it
-            print_(f"[green]trtexec[/] {stage} {precision}: batch 1 {_median(result['batch1'])} ms")
+    for stage, precision, fmt, entry, flags, onnx in builds:
+        result = _build_and_time(trtexec, onnx, entry, trt_dir, f"{stage}.{precision}", image_shape, batch, flags)
+        results.setdefault(stage, {})[precision] = {"export": fmt, **result}
+        if "error" in result:
+            print_(f"[yellow]trtexec[/] {stage} {precision}: {result['error']}")
+            continue
+        engines.setdefault(stage, trt_dir / result["engine"])  # INT8 first: the `trt` runtime runs it
+        print_(f"[green]trtexec[/] {stage} {precision}: batch 1 {_median(result['batch1'])} ms")
     return {"available": True, "trtexec": trtexec, "models": results}, engines
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
@@ -119,9 +120,11 @@ def _load(path: Path) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
 def _stats(path: Path, header: dict[str, Any]) -> InputStats:
     mean, std = header.get("mean"), header.get("std")
     ok = (isinstance(mean, list) and isinstance(std, list) and len(mean) == len(std) > 0
-          and all(isinstance(v, (int, float)) for v in mean + std) and all(v > 0 for v in std))
-    if not ok:
-        raise KdedgeError(f"{path}: fields mean/std must be equal-length lists of numbers (std > 0); {_RESEND}")
+          and all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in mean + std)
+          and all(v > 0 for v in std))
+    if not ok:  # JSON allows NaN and Infinity: a NaN mean would turn every image into NaN
+        raise KdedgeError(f"{path}: fields mean/std must be equal-length lists of finite numbers (std > 0); "
+                          f"{_RESEND}")
     return InputStats(tuple(float(v) for v in mean), tuple(float(v) for v in std))
 
 
@@ -143,8 +146,14 @@ def _check_against_run(path: Path, header: dict[str, Any], images: np.ndarray, l
         if key in recorded and recorded[key] != value:
             raise KdedgeError(f"{path}: {key} is {value!r} but the run was made with {recorded[key]!r}; "
                               f"the file is not this run's test split; {_RESEND}")
+    # the run's class count, else the file's own class list: a label outside it indexes past the logits
     classes = recorded.get("num_classes")
-    if classes is not None and (labels.min() < 0 or labels.max() >= classes):
+    if classes is None and isinstance(header.get("classes"), list):
+        classes = len(header["classes"])
+    if not isinstance(classes, int) or isinstance(classes, bool) or classes < 1:
+        raise KdedgeError(f"{path}: no class count to check field labels against (the run's data.num_classes "
+                          f"and the file's classes are missing); {_RESEND}")
+    if labels.min() < 0 or labels.max() >= classes:
         raise KdedgeError(f"{path}: field labels range {int(labels.min())}..{int(labels.max())} but the run has "
                           f"{classes} classes (0..{classes - 1}); {_RESEND}")
 

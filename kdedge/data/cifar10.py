@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import pickle
 import tarfile
 import zlib
@@ -27,6 +28,8 @@ FIX = (
     "(or its extracted cifar-10-batches-py/ folder) under the recipe's data.root or $KDEDGE_DATA"
 )
 
+MAX_MEMBER_BYTES = 256 * 2**20  # the real batches are 31 MB each
+
 Reader = Callable[[str], bytes]  # batch file name -> its bytes
 
 
@@ -50,23 +53,31 @@ def cifar10(roots: Sequence[Path]) -> DatasetSplits:
 
 def _read_file(path: Path) -> bytes:
     try:
-        return path.read_bytes()
+        with open(path, "rb") as fh:
+            if os.fstat(fh.fileno()).st_size > MAX_MEMBER_BYTES:
+                raise KdedgeError(f"{path}: over {MAX_MEMBER_BYTES:,} bytes, a real batch is about 31 MB; {FIX}")
+            return fh.read()
     except OSError as exc:
         raise KdedgeError(f"{path}: cannot read ({exc}); {FIX}") from None
 
 
 def _from_archive(archive: Path) -> DatasetSplits:
     # read members straight from the archive: nothing is extracted, so no path tricks apply
+    blobs = {}
     try:
         with tarfile.open(archive, "r:gz") as tar:
-            blobs = {}
             for name in NEEDED:
-                member = tar.extractfile(f"{BATCH_DIR}/{name}")
+                try:
+                    info = tar.getmember(f"{BATCH_DIR}/{name}")
+                except KeyError:
+                    raise KdedgeError(f"{archive}: archive has no {BATCH_DIR}/{name} member; {FIX}") from None
+                member = tar.extractfile(info) if info.isfile() else None
                 if member is None:
-                    raise KeyError(name)
+                    raise KdedgeError(f"{archive}: {BATCH_DIR}/{name} is not a regular file; {FIX}")
+                if info.size > MAX_MEMBER_BYTES:  # checked before reading: a gzip bomb is never inflated
+                    raise KdedgeError(f"{archive}: member {BATCH_DIR}/{name} is over {MAX_MEMBER_BYTES:,} bytes, "
+                                      f"a real one is about 31 MB; not a CIFAR-10 archive; {FIX}")
                 blobs[name] = member.read()
-    except KeyError as exc:
-        raise KdedgeError(f"{archive}: archive has no {BATCH_DIR}/{exc.args[0]} member; {FIX}") from None
     except (OSError, EOFError, tarfile.TarError, zlib.error) as exc:
         raise KdedgeError(f"{archive}: cannot read the archive ({exc}); {FIX}") from None
     return _load(lambda name: blobs[name], str(archive))
@@ -104,8 +115,8 @@ def _batch(read: Reader, name: str, source: str, n_classes: int) -> ImageData:
         raise KdedgeError(f"{source}/{name}: 'data' is not a uint8 [N, 3072] array; {FIX}")
     try:
         labels_arr = np.asarray(labels if labels is not None else [], dtype=np.int64)
-    except (TypeError, ValueError):
-        raise KdedgeError(f"{source}/{name}: 'labels' is not a list of integers; {FIX}") from None
+    except (TypeError, ValueError, OverflowError):  # OverflowError: a label such as 2**70
+        raise KdedgeError(f"{source}/{name}: 'labels' is not a list of integers in 0..{n_classes - 1}; {FIX}") from None
     if labels_arr.shape != (data.shape[0],):
         raise KdedgeError(f"{source}/{name}: {labels_arr.size} labels for {data.shape[0]} images; {FIX}")
     if labels_arr.size and (labels_arr.min() < 0 or labels_arr.max() >= n_classes):

@@ -6,6 +6,7 @@ from typing import Annotated
 
 from pydantic import Field
 
+import warnings
 from pathlib import Path
 from typing import Sequence
 
@@ -16,6 +17,8 @@ from kdedge.data.base import DATASETS, DatasetSplits, ImageData, channel_stats
 from kdedge.errors import KdedgeError
 
 SUFFIXES = {".png", ".ppm", ".jpg", ".jpeg"}
+# every image is shrunk to at most 1024x1024; 40 MP (a large camera photo, ~120 MB decoded) is plenty
+MAX_PIXELS = 40_000_000
 LAYOUT = "root/train/<class>/*.png|ppm|jpg and root/test/<class>/..."
 
 
@@ -77,8 +80,17 @@ def _read_image(path: Path, size: int) -> np.ndarray:
     except ImportError:
         raise KdedgeError("dataset 'image_folder' needs Pillow, which is not installed; pip install pillow") from None
     try:
-        with Image.open(path) as img:
-            rgb = img.convert("RGB").resize((size, size), Image.Resampling.BILINEAR)
-            return np.asarray(rgb, dtype=np.uint8)
-    except (OSError, UnidentifiedImageError, ValueError) as exc:
+        with warnings.catch_warnings():
+            # Pillow warns, then raises, past its own limit; any image over ours is refused below anyway
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as img:  # reads the header only: the size is known before decoding
+                width, height = img.size
+                if width * height > MAX_PIXELS:
+                    raise KdedgeError(f"{path}: image is {width}x{height} pixels, over the {MAX_PIXELS:,} pixel "
+                                      "limit (a decompression bomb, or far larger than a training image); "
+                                      "shrink or delete the file")
+                rgb = img.convert("RGB").resize((size, size), Image.Resampling.BILINEAR)
+                return np.asarray(rgb, dtype=np.uint8)
+    except (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError,
+            Image.DecompressionBombWarning) as exc:
         raise KdedgeError(f"{path}: cannot read image ({exc}); replace or delete the file") from None

@@ -16,29 +16,30 @@ BatchMode (no prompt), nothing stored.
 from __future__ import annotations
 
 import contextlib
-import json
+import os
 import posixpath
 import shlex
 import shutil
+import stat
 import subprocess
 import tempfile
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any, Iterator, Sequence
 
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-from kdedge.bench.report import write_markdown
 from kdedge.bench.runtimes import verified_export
 from kdedge.bench.split_file import SPLIT_FILE, write_split
 from kdedge.choices import REMOTE_BENCH_DEVICES
 from kdedge.errors import KdedgeError
 from kdedge.io import write_json
-from kdedge.layout import BENCH_DIR, MODEL_FILE
+from kdedge.layout import MODEL_FILE, run_file
 from kdedge.remote import ssh
+from kdedge.remote.fetch_report import fetch_report
 from kdedge.remote.target import SshTarget
 from kdedge.run import MANIFEST, RunDir
-from kdedge.stages.bench import REPORT_SCHEMA, BenchOptions, dataset_split, exported_models
+from kdedge.stages.bench import BenchOptions, dataset_split, exported_models
 from kdedge.stages.context import StageContext
 
 NOT_SENT = ("engine",)        # a TensorRT engine only runs on the GPU that built it
@@ -97,7 +98,7 @@ def bench_remote(run_root: Path, ctx: StageContext, options: BenchOptions, remot
             with _spinner(ctx, f"[cyan]{target}[/]: running kdedge bench --device {options.device} there "
                                "(TensorRT engine builds take minutes)"):
                 _run_remote_bench(remote, remote_run, stages, options)
-            return _fetch_report(remote, remote_run, run_root)
+            return fetch_report(target, remote_run, run_root, timeout=remote.timeout)
         finally:
             _remove_remote(remote, remote_tmp, ctx)
 
@@ -138,12 +139,16 @@ def _stage_bundle(run: RunDir, manifest: dict[str, Any], stages: list[str], bund
     sent: dict[str, dict[str, Any]] = {}
     for stage in stages:
         (bundle / stage).mkdir(parents=True)
-        shutil.copy2(run.stage_dir(stage) / MODEL_FILE, bundle / stage / MODEL_FILE)
+        shutil.copy2(_own_model_file(run, stage), bundle / stage / MODEL_FILE)
         for fmt in exports.get(stage, {}):
             if fmt in NOT_SENT:
                 continue
+            # the manifest's path must name a regular file inside the run (else it could send any local
+            # file, or write one anywhere through a `../` in the bundle's copy of that path)
+            relative = exports[stage][fmt].get("file") if isinstance(exports[stage][fmt], dict) else None
+            run_file(run.root, relative, what=f"exports.{stage}.{fmt}.file")
             src = verified_export(run.root, exports, stage, fmt)  # a changed export is refused here, not there
-            dst = bundle / exports[stage][fmt]["file"]
+            dst = bundle.joinpath(*PurePosixPath(relative).parts)  # checked above: relative, no '..'
             dst.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(src, dst)
             sent.setdefault(stage, {})[fmt] = exports[stage][fmt]
@@ -151,6 +156,21 @@ def _stage_bundle(run: RunDir, manifest: dict[str, Any], stages: list[str], bund
     write_split(bundle / SPLIT_FILE, split, classes)
     write_json(bundle / MANIFEST, {**manifest, "exports": sent})
     return bundle
+
+
+def _own_model_file(run: RunDir, stage: str) -> Path:
+    """RUN/stage/model.pt if it is the run's own regular file: a symlink would send what it points at."""
+    path = run.stage_dir(stage) / MODEL_FILE
+    try:
+        info = os.lstat(path)
+        inside = Path(os.path.realpath(path.parent)) == Path(os.path.realpath(run.root)) / stage
+    except OSError as exc:
+        raise KdedgeError(f"{path}: cannot read it ({exc.strerror}); retrain with `kdedge distill RECIPE --force`") from None
+    if stat.S_ISLNK(info.st_mode) or not stat.S_ISREG(info.st_mode) or not inside:
+        raise KdedgeError(f"{path}: not a regular file of the run (a symlink, or in a linked directory); only the "
+                          "run's own files are sent to a device: put the model file itself there, or retrain "
+                          "with `kdedge distill RECIPE --force`")
+    return path
 
 
 def _remote_mkdtemp(remote: RemoteOptions) -> str:
@@ -171,7 +191,8 @@ def _is_our_temp(path: str) -> bool:
 def _run_remote_bench(remote: RemoteOptions, remote_run: str, stages: list[str], options: BenchOptions) -> None:
     argv = [*remote.kdedge, "bench", remote_run, "--device", options.device,
             "--test-data", posixpath.join(remote_run, SPLIT_FILE), "--models", ",".join(stages),
-            "--batch", str(options.batch), "--runs", str(options.runs), "--mc-samples", str(options.mc_samples)]
+            "--batch", str(options.batch), "--runs", str(options.runs), "--mc-samples", str(options.mc_samples),
+            "--mupe-masks", options.mupe_masks]
     if options.runtimes:
         argv += ["--runtime", options.runtimes]
     if options.threads:
@@ -179,52 +200,6 @@ def _run_remote_bench(remote: RemoteOptions, remote_run: str, stages: list[str],
     proc = ssh.run(remote.target, argv, timeout=remote.timeout, connect_timeout=remote.connect_timeout)
     if proc.returncode != 0:
         raise KdedgeError(f"kdedge bench on {remote.target} failed (exit {proc.returncode}): {_remote_error(proc)}")
-
-
-def _fetch_report(remote: RemoteOptions, remote_run: str, run_root: Path) -> dict[str, Any]:
-    """The remote bench/ as RUN/bench: fetched into a temp dir beside it, checked, then renamed into place."""
-    staging = Path(tempfile.mkdtemp(prefix=".bench-remote-", dir=run_root))
-    try:
-        [fetched] = ssh.copy_from(remote.target, [posixpath.join(remote_run, BENCH_DIR)], staging,
-                                  timeout=remote.timeout)
-        report = _localised_report(fetched, run_root, remote, remote_run)
-        _replace_dir(fetched, run_root / BENCH_DIR)
-        return report
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-
-
-def _localised_report(bench_dir: Path, run_root: Path, remote: RemoteOptions, remote_run: str) -> dict[str, Any]:
-    path = bench_dir / "report.json"
-    try:
-        report = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise KdedgeError(f"{remote.target}: the remote bench wrote no readable report.json ({exc})") from None
-    if not isinstance(report, dict) or report.get("schema") != REPORT_SCHEMA:
-        found = report.get("schema") if isinstance(report, dict) else None
-        raise KdedgeError(f"{remote.target}: the remote report has schema {found!r}, this kdedge reads "
-                          f"{REPORT_SCHEMA!r}; install the same kdedge version on both (`pip install -U kdedge`)")
-    # paths as they are here; the target as the user typed it (no key or option is recorded)
-    report.update(run=str(run_root), host=str(remote.target), remote_run=remote_run)
-    write_json(path, report)
-    write_markdown(report, bench_dir)  # its title and header name this run and the host
-    return report
-
-
-def _replace_dir(new: Path, dest: Path) -> None:
-    """new -> dest by renames: the old directory moves aside first and is deleted only once new is in."""
-    old = None
-    if dest.exists():
-        old = Path(tempfile.mkdtemp(prefix=".bench-old-", dir=dest.parent))
-        dest.rename(old / dest.name)
-    try:
-        new.rename(dest)
-    except OSError:
-        if old is not None:
-            (old / dest.name).rename(dest)  # put the previous report back
-        raise
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
 
 
 def _remove_remote(remote: RemoteOptions, remote_tmp: str, ctx: StageContext) -> None:

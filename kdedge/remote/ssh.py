@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import IO, Sequence
 
 from kdedge.errors import KdedgeError
+from kdedge.remote.archive import RefusedMember, extract_stream
 from kdedge.remote.target import SshTarget
 
 SSH = "ssh"
@@ -67,6 +68,8 @@ def run(target: SshTarget, argv: Sequence[str], *, timeout: float, input: str | 
         raise KdedgeError(_NO_SSH) from None
     except subprocess.TimeoutExpired:
         raise KdedgeError(f"{shlex.join(argv)[:120]} on {target} did not finish within {timeout:g}s") from None
+    # what the device printed reaches this terminal: no escape sequences (see clean)
+    proc.stdout, proc.stderr = clean(proc.stdout), clean(proc.stderr)
     if proc.returncode == 255 and (reason := _ssh_reason(proc.stderr)) is not None:
         raise KdedgeError(f"ssh to {target} failed: {reason}")
     return proc
@@ -84,7 +87,8 @@ def check_reachable(target: SshTarget, timeout: float) -> None:
     except subprocess.TimeoutExpired:
         raise KdedgeError(f"cannot reach {target} within {timeout:g}s: no answer (timed out)") from None
     if proc.returncode != 0:
-        reason = _ssh_reason(proc.stderr) or _stderr_lines(proc.stderr) or f"ssh exited with {proc.returncode}"
+        stderr = clean(proc.stderr)
+        reason = _ssh_reason(stderr) or _stderr_lines(stderr) or f"ssh exited with {proc.returncode}"
         raise KdedgeError(f"cannot reach {target} within {timeout:g}s: {reason}")
 
 
@@ -125,12 +129,10 @@ def copy_from(target: SshTarget, remote_paths: Sequence[str], local_dir: str | P
               timeout: float) -> list[Path]:
     """Copy remote files or directories into local_dir (created if missing); returns the local paths.
 
-    The remote tar stream is unpacked with tarfile's "data" filter: members with absolute paths, '..',
-    links leaving local_dir or device files are refused, whatever the remote side sends."""
+    The remote side is not trusted: kdedge.remote.archive unpacks only regular files and directories
+    under the names asked for, each checked to land inside local_dir (see there why not tarfile's filter)."""
     if not remote_paths:
         raise KdedgeError("copy_from: no remote paths given")
-    if not hasattr(tarfile, "data_filter"):
-        raise KdedgeError("copy_from needs a Python whose tarfile has extraction filters (3.10.12+, 3.11.4+)")
     remote = ["tar", "-cf", "-"]
     names = []
     for path in remote_paths:
@@ -146,12 +148,13 @@ def copy_from(target: SshTarget, remote_paths: Sequence[str], local_dir: str | P
     with _Streamed(target, remote, timeout=timeout, stdin=False) as stream:
         try:
             with tarfile.open(fileobj=stream.stdout, mode="r|") as tar:
-                for member in tar:
-                    tar.extract(member, local, filter="data")
+                extract_stream(tar, local, names)
             while stream.stdout.read(1 << 16):
                 pass  # tar pads its archive past the end marker; read it so ssh is not killed by SIGPIPE
+        except RefusedMember as exc:
+            stream.fail_later(f"refused the archive the device sent: {exc.message}")
         except (tarfile.TarError, OSError) as exc:
-            stream.fail_later(f"the archive could not be unpacked ({type(exc).__name__}: {exc})")
+            stream.fail_later(f"the archive could not be unpacked ({type(exc).__name__}: {clean(str(exc))})")
     stream.check(f"copy from {target}")
     return [local / name for name in names]
 
@@ -231,7 +234,7 @@ class _Streamed:
 
     def check(self, what: str) -> None:
         self._stderr.seek(0)
-        stderr = self._stderr.read().decode(errors="replace")
+        stderr = clean(self._stderr.read().decode(errors="replace"))
         self._stderr.close()
         if self._timed_out.is_set():
             raise KdedgeError(f"{what} did not finish within {self._timeout:g}s")
@@ -244,6 +247,16 @@ class _Streamed:
 
 
 _NO_SSH = "the ssh command is not installed here: install OpenSSH's client (apt-get install openssh-client)"
+
+
+# C0 controls but tab and newline (ESC starts the terminal's escape sequences, CR overwrites a line),
+# DEL, C1 controls (0x9b is a one-byte CSI), zero-width and bidi controls (text that reads otherwise)
+_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u200b-\u200f\u202a-\u202e\u2066-\u2069\ufeff]")
+
+
+def clean(text: str) -> str:
+    """Text from the remote side without control characters (newline and tab kept), safe to print here."""
+    return _CONTROL.sub("", text)
 
 
 def _ssh_reason(stderr: str) -> str | None:

@@ -131,6 +131,23 @@ def test_missing_remote_kdedge_says_to_install_it(sshd, run_copy, cli, tmp_path)
     assert "--remote-kdedge" in line
 
 
+def test_remote_escape_sequences_never_reach_the_terminal(sshd, run_copy, cli, tmp_path):
+    """A device whose kdedge prints terminal escapes (title, clear screen, a C1 CSI, bidi override):
+    the one-line error keeps the words and drops every control character."""
+    fake = tmp_path / "kdedge"
+    fake.write_text("#!/bin/sh\n"
+                    'if [ "$2" = "--help" ]; then echo "--test-data"; exit 0; fi\n'
+                    "printf 'kdedge: error: \\033]0;owned\\007\\033[2Jbad \\302\\233data\\342\\200\\256 here\\n' >&2\n"
+                    "exit 2\n")
+    fake.chmod(0o755)
+    old = (run_copy / "bench" / "report.json").read_bytes()
+    result = cli("bench", run_copy, "--host", str(sshd), "--remote-kdedge", str(fake), *FAST, *ssh_flags(sshd))
+    line = one_line_error(result)
+    assert line.endswith("failed (exit 2): ]0;owned[2Jbad data here")
+    assert not re.search("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202e]", result.stdout + result.stderr)
+    assert (run_copy / "bench" / "report.json").read_bytes() == old
+
+
 def test_unreachable_host_fails_within_the_timeout(run_copy, cli):
     host = f"nobody@127.0.0.1:{free_port()}"  # nothing listens there
     t0 = time.monotonic()
