@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -18,7 +19,11 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temp path beside `path`; on success it is fsynced and renamed onto `path`."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:  # a read-only or full directory: name the artifact, not a random temp name
+        exc.filename = str(path)
+        raise
     os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; artifacts get the usual permissions
     os.close(fd)
     tmp = Path(tmp_name)
@@ -28,6 +33,11 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
             os.fsync(fh.fileno())
         os.replace(tmp, path)
         _fsync_dir(path.parent)
+    except OSError as exc:
+        # a full disk (ENOSPC from write or fsync) names no file: name the artifact, not the temp file
+        if exc.filename in (None, tmp_name):
+            exc.filename = str(path)
+        raise
     finally:
         tmp.unlink(missing_ok=True)
 
@@ -52,6 +62,18 @@ def _fsync_dir(directory: Path) -> None:
 def write_bytes(path: str | os.PathLike, data: bytes) -> None:
     with atomic_path(path) as tmp:
         tmp.write_bytes(data)
+
+
+def save_torch(path: str | os.PathLike, obj: Any) -> None:
+    """torch.save, atomically. Serialised in memory first: torch's own file writer reports a full disk
+    as an opaque RuntimeError, a plain write as OSError(ENOSPC) naming the file."""
+    import io
+
+    import torch
+
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    write_bytes(path, buffer.getvalue())
 
 
 def write_text(path: str | os.PathLike, text: str) -> None:
@@ -91,3 +113,51 @@ def sha256_file(path: str | os.PathLike) -> str:
         for block in iter(lambda: fh.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def replace_dir(new: Path, dest: Path) -> None:
+    """`new` becomes `dest` as one unit (a report set: no new report.md beside an old report.json).
+    The old directory moves aside first and is deleted only once `new` is in place; a kill between the
+    two renames leaves it aside, and restore_dir puts it back."""
+    old = None
+    if dest.exists() or dest.is_symlink():
+        old = Path(tempfile.mkdtemp(prefix=f".{dest.name}-old-", dir=dest.parent))
+        dest.rename(old / dest.name)
+    try:
+        new.rename(dest)
+    except OSError:
+        if old is not None:
+            (old / dest.name).rename(dest)
+        raise
+    _fsync_dir(dest.parent)
+    if old is not None:
+        _remove_tree(old)
+
+
+def restore_dir(dest: Path) -> None:
+    """Undo what a killed replace_dir or atomic_path left beside or in `dest`: put a directory that was
+    moved aside back if `dest` is gone, then delete leftover temp directories and `.*.tmp` files.
+    Call it only while holding the run's lock (the leftovers may otherwise be another command's work)."""
+    parent = dest.parent
+    if not parent.is_dir():
+        return
+    asides = sorted(p for p in parent.glob(f".{dest.name}-old-*") if p.is_dir() and not p.is_symlink())
+    if not (dest.exists() or dest.is_symlink()):
+        for aside in asides:
+            kept = aside / dest.name
+            if kept.is_dir() and not kept.is_symlink():
+                kept.rename(dest)
+                break
+    for leftover in (*asides, *parent.glob(f".{dest.name}-new-*")):
+        _remove_tree(leftover)
+    if dest.is_dir() and not dest.is_symlink():
+        for tmp in dest.rglob(".*.tmp"):
+            if tmp.is_symlink() or tmp.is_file():
+                tmp.unlink(missing_ok=True)
+
+
+def _remove_tree(path: Path) -> None:
+    if path.is_symlink() or not path.is_dir():
+        path.unlink(missing_ok=True)
+    else:
+        shutil.rmtree(path, ignore_errors=True)

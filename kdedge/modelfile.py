@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import io
 import pickle
 import zipfile
 from dataclasses import asdict, dataclass
@@ -12,16 +14,26 @@ import torch
 from torch import nn
 
 from kdedge.errors import KdedgeError
-from kdedge.io import atomic_path
+from kdedge.io import save_torch
 from kdedge.models import build_model
 
 MODEL_FORMAT = "kdedge-model-1"
 
 
-def load_torch_file(path: Path, *, expected_format: str, fix: str) -> dict[str, Any]:
-    """torch.load with weights_only=True; a truncated or foreign file is a one-line error."""
+def load_torch_file(path: Path, *, expected_format: str, fix: str, sha256: str | None = None) -> dict[str, Any]:
+    """torch.load with weights_only=True; a truncated or foreign file is a one-line error. With `sha256`
+    (recorded when the file was written) the bytes loaded are the bytes checked: torch does not verify
+    its zip's CRCs, so zeroed weights would otherwise load silently."""
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        if sha256 is not None:
+            data = Path(path).read_bytes()
+            actual = hashlib.sha256(data).hexdigest()
+            if actual != sha256:
+                raise KdedgeError(f"{path}: changed since it was written (a corrupt or truncated file, or other "
+                                  f"weights: SHA-256 {actual[:16]}…, the manifest records {str(sha256)[:16]}…); {fix}")
+            obj = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+        else:
+            obj = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
         raise KdedgeError(f"{path}: file not found; {fix}") from None
     except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, OSError, ValueError) as exc:
@@ -48,12 +60,12 @@ class ModelSpecRecord:
 def save_model(path: Path, model: nn.Module, spec: ModelSpecRecord) -> None:
     # Contiguous CPU copies: the file must not depend on the training device or memory format.
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    with atomic_path(path) as tmp:
-        torch.save({"format": MODEL_FORMAT, "spec": asdict(spec), "state_dict": state}, tmp)
+    save_torch(path, {"format": MODEL_FORMAT, "spec": asdict(spec), "state_dict": state})
 
 
-def load_model(path: Path, *, fix: str) -> tuple[nn.Module, ModelSpecRecord]:
-    obj = load_torch_file(path, expected_format=MODEL_FORMAT, fix=fix)
+def load_model(path: Path, *, fix: str, sha256: str | None = None) -> tuple[nn.Module, ModelSpecRecord]:
+    """The model in `path` (eval mode); `sha256`: the checksum it must have (None: not recorded)."""
+    obj = load_torch_file(path, expected_format=MODEL_FORMAT, fix=fix, sha256=sha256)
     spec = ModelSpecRecord(**obj["spec"])
     model = spec.build()
     try:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import platform
+import re
 import shutil
 import sys
 import time
@@ -23,6 +24,7 @@ from typing import Any
 from kdedge import __version__
 from kdedge.errors import KdedgeError
 from kdedge.io import write_json
+from kdedge.lock import run_lock
 from kdedge.recipe import Recipe, recipe_from_dict
 
 MANIFEST = "manifest.json"
@@ -49,11 +51,13 @@ class RunDir:
         except OSError as exc:
             raise KdedgeError(f"{self.manifest_path}: cannot read the manifest ({exc.strerror})") from None
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise KdedgeError(f"{self.manifest_path}: corrupt manifest ({exc}); "
-                              "rerun the recipe with --force to rebuild the run") from None
-        if not isinstance(data, dict) or "recipe" not in data or "recipe_hash" not in data:
-            raise KdedgeError(f"{self.manifest_path}: not a kdedge manifest (no recipe/recipe_hash); "
-                              "rerun the recipe with --force to rebuild the run")
+            # no --force hint: a manifest.json that does not parse may be anyone's, and is never cleared
+            raise KdedgeError(f"{self.manifest_path}: corrupt manifest ({exc}); not a kdedge run kdedge can use: "
+                              "restore the file, or move the directory away and rerun the recipe") from None
+        problem = manifest_problem(data)
+        if problem:
+            raise KdedgeError(f"{self.manifest_path}: not a kdedge manifest ({problem}); give a directory made "
+                              "by `kdedge train RECIPE` (kdedge never replaces a directory it did not make)")
         return data
 
     def update_manifest(self, **fields: Any) -> dict[str, Any]:
@@ -75,31 +79,92 @@ class RunDir:
         return self.read_manifest().get("stages", {}).get(stage)
 
 
+def manifest_problem(data: Any) -> str | None:
+    """Why `data` is not a kdedge manifest, else None. Strict, because --force clears only a directory
+    whose manifest passes: a browser extension's or a web app's manifest.json must not."""
+    if not isinstance(data, dict):
+        return "not a JSON object"
+    if not isinstance(data.get("recipe"), dict) or not isinstance(data["recipe"].get("name"), str):
+        return "no recipe"
+    if not isinstance(data.get("recipe_hash"), str) or not re.fullmatch(r"[0-9a-f]{16}", data["recipe_hash"]):
+        return "no recipe_hash"
+    for key in ("stages", "temperatures", "exports", "data", "timings"):
+        if not isinstance(data.get(key, {}), dict):
+            return f"field {key} is not a mapping"
+    # the records too: a hand-edited one would otherwise be a traceback deep inside a stage
+    records = [(f"stages.{name}", record, _STAGE_FIELDS) for name, record in data.get("stages", {}).items()]
+    for stage, formats in data.get("exports", {}).items():
+        if not isinstance(formats, dict):
+            return f"field exports.{stage} is not a mapping"
+        records += [(f"exports.{stage}.{name}", entry, _EXPORT_FIELDS) for name, entry in formats.items()]
+    for where, record, fields in records:
+        if not isinstance(record, dict):
+            return f"field {where} is not a mapping"
+        wrong = next((key for key, kind in fields.items() if key in record and not isinstance(record[key], kind)), None)
+        if wrong:
+            return f"field {where}.{wrong} is not a {fields[wrong].__name__}"
+    return None
+
+
+# the record fields that kdedge reads back, with their types (kdedge.cli.app, summary, stages)
+_STAGE_FIELDS = {"status": str, "model": str, "train": dict, "val": dict, "test": dict}
+_EXPORT_FIELDS = {"file": str, "format": str, "bytes": int, "sha256": str, "parity": dict, "parity_failures": list,
+                  "input": dict, "settings": dict}
+
+
+def check_run_path(root: Path) -> None:
+    """A run directory can be made at `root` (no file in the way)."""
+    for parent in [root, *root.parents]:
+        if parent.exists() and not parent.is_dir():
+            raise KdedgeError(f"{parent}: is a file, so the run directory {root} cannot be made there; "
+                              "change the recipe's output_dir or name")
+
+
+def lock_recipe_run(recipe: Recipe):
+    """The recipe's run directory locked for this command (made if missing; removed again if the command
+    writes nothing there). Take it before open_run, so what open_run finds cannot change under it."""
+    root = recipe.output_dir / recipe.name
+    check_run_path(root)
+    return run_lock(root, create=True)
+
+
 def open_run(recipe: Recipe, recipe_file: Path | None, *, force: bool) -> "PlannedRun":
     """Check that `recipe` may use its run directory; nothing is written yet.
 
     A run made by the same recipe is reopened; one made by a different recipe is refused unless
-    `force`. The directory is (re)created by `PlannedRun.create`, once the stage's inputs have loaded,
-    so a failing input never leaves a half-made or cleared run behind.
+    `force`. A directory that is not a kdedge run is refused even with `force`. The directory is
+    (re)created by `PlannedRun.create`, once the stage's inputs have loaded, so a failing input never
+    leaves a half-made or cleared run behind.
     """
     run = RunDir(recipe.output_dir / recipe.name)
-    for parent in [run.root, *run.root.parents]:
-        if parent.exists() and not parent.is_dir():
-            raise KdedgeError(f"{parent}: is a file, so the run directory {run.root} cannot be made there; "
-                              "change the recipe's output_dir or name")
-    if run.root.exists() and any(run.root.iterdir()) and not run.manifest_path.is_file():
-        # Never replace (even with --force) a directory kdedge did not make: it may be anything.
-        raise KdedgeError(f"{run.root}: exists and is not a kdedge run (no {MANIFEST}); "
-                          "choose another recipe name or output_dir, or move that directory away")
-    if run.root.exists() and any(run.root.iterdir()) and not force:
-        existing = run.read_manifest()
-        if existing["recipe_hash"] != recipe.hash:
-            raise KdedgeError(
-                f"{run.root}: was made by a different recipe (hash {existing['recipe_hash']} from "
-                f"{existing.get('recipe_file')}, yours is {recipe.hash}); pass --force to replace "
-                "that run or change the recipe's name")
-        return PlannedRun(run, recipe, recipe_file, exists=True, force=False)
-    return PlannedRun(run, recipe, recipe_file, exists=False, force=force)
+    check_run_path(run.root)
+    if not _has_contents(run.root):
+        return PlannedRun(run, recipe, recipe_file, exists=False, force=force)
+    existing = foreign_check(run)
+    if force:
+        return PlannedRun(run, recipe, recipe_file, exists=False, force=True)
+    if existing["recipe_hash"] != recipe.hash:
+        raise KdedgeError(
+            f"{run.root}: was made by a different recipe (hash {existing['recipe_hash']} from "
+            f"{existing.get('recipe_file')}, yours is {recipe.hash}); pass --force to replace "
+            "that run or change the recipe's name")
+    return PlannedRun(run, recipe, recipe_file, exists=True, force=False)
+
+
+def foreign_check(run: RunDir) -> dict[str, Any]:
+    """The manifest of the non-empty directory `run.root`; a directory kdedge did not make is refused
+    (never with a --force hint: --force does not replace it either)."""
+    try:
+        return run.read_manifest()
+    except KdedgeError:
+        why = f"no {MANIFEST}" if not run.manifest_path.is_file() else f"its {MANIFEST} is not a kdedge manifest"
+        raise KdedgeError(f"{run.root}: exists and is not a kdedge run ({why}); kdedge never replaces a "
+                          "directory it did not make: choose another recipe name or output_dir, or move "
+                          "that directory away") from None
+
+
+def _has_contents(root: Path) -> bool:
+    return root.is_dir() and any(root.iterdir())
 
 
 @dataclass(frozen=True)
@@ -115,7 +180,8 @@ class PlannedRun:
         if self.exists:
             return self.run
         root = self.run.root
-        if self.force and root.exists():
+        if self.force and _has_contents(root):
+            foreign_check(self.run)  # checked again right before clearing: only a kdedge run is cleared
             _clear(root)
         root.mkdir(parents=True, exist_ok=True)
         write_json(self.run.manifest_path, {

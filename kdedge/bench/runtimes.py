@@ -20,7 +20,7 @@ from kdedge.errors import KdedgeError
 from kdedge.export.ort_session import open_session
 from kdedge.export.tensorrt_engine import EngineRunner
 from kdedge.io import sha256_file
-from kdedge.layout import BENCH_DIR
+from kdedge.layout import BENCH_DIR, run_file
 
 Predict = Callable[[np.ndarray], np.ndarray]
 
@@ -133,8 +133,12 @@ def verified_export(run_root: Path, exports: dict, stage: str, fmt: str) -> Path
     entry = exports.get(stage, {}).get(fmt)
     if entry is None:
         raise KdedgeError(f"{run_root}: no {fmt} export of {stage}; run `kdedge export {run_root} --int8` first")
-    path = run_root / entry["file"]
-    if not path.is_file() or sha256_file(path) != entry["sha256"]:
+    if not isinstance(entry, dict):
+        raise KdedgeError(f"{run_root / 'manifest.json'}: exports.{stage}.{fmt} is not a record; "
+                          f"re-export with `kdedge export {run_root} --int8 --force`")
+    # a manifest may be crafted: only a regular file inside the run is opened (absent: the hint below)
+    path = run_file(run_root, entry.get("file"), what=f"exports.{stage}.{fmt}.file", must_exist=False)
+    if not path.is_file() or sha256_file(path) != entry.get("sha256"):
         raise KdedgeError(f"{path}: missing or changed since `kdedge export` recorded it; "
                           f"re-export with `kdedge export {run_root} --int8 --force`")
     return path

@@ -19,7 +19,7 @@ from torch import nn
 
 from kdedge.errors import KdedgeError
 from kdedge.extras import MODELOPT_MISSING, modelopt_missing
-from kdedge.io import atomic_path
+from kdedge.io import save_torch
 from kdedge.modelfile import ModelSpecRecord, load_torch_file
 
 QAT_MODEL_FORMAT = "kdedge-qat-model-1"
@@ -79,14 +79,14 @@ def save_qat_model(path: Path, model: nn.Module, spec: ModelSpecRecord) -> None:
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     payload = {"format": QAT_MODEL_FORMAT, "spec": asdict(spec), "modelopt_state": mto.modelopt_state(model),
                "state_dict": state}
-    with atomic_path(path) as tmp:
-        torch.save(payload, tmp)
+    save_torch(path, payload)
 
 
-def load_qat_model(path: Path, *, fix: str) -> tuple[nn.Module, ModelSpecRecord]:
-    """Rebuild a saved fake-quant model (eval mode, on the CPU). `fix` ends every error message."""
+def load_qat_model(path: Path, *, fix: str, sha256: str | None = None) -> tuple[nn.Module, ModelSpecRecord]:
+    """Rebuild a saved fake-quant model (eval mode, on the CPU). `fix` ends every error message; `sha256`:
+    the checksum the file must have (None: not recorded)."""
     _, mto = require_modelopt()
-    obj = load_torch_file(Path(path), expected_format=QAT_MODEL_FORMAT, fix=fix)
+    obj = load_torch_file(Path(path), expected_format=QAT_MODEL_FORMAT, fix=fix, sha256=sha256)
     try:
         spec = ModelSpecRecord(**obj["spec"])
         modelopt_state, state_dict = obj["modelopt_state"], obj["state_dict"]

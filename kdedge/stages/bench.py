@@ -13,6 +13,8 @@ timings of kdedge/bench/jetson.py join the report.
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,8 +32,9 @@ from kdedge.bench.timing import time_interleaved
 from kdedge.errors import KdedgeError
 from kdedge.inference import batched
 from kdedge.inputs import normalise
-from kdedge.io import write_json
+from kdedge.io import replace_dir, restore_dir, write_json
 from kdedge.layout import BENCH_DIR, finished_models, model_path, requested_models
+from kdedge.lock import run_lock
 from kdedge.metrics import calibration_bins, classification_report
 from kdedge.run import RunDir, machine_info, package_versions
 from kdedge.stage_model import load_stage_model
@@ -53,6 +56,7 @@ class BenchOptions:
     runs: int = 20                      # timed runs per round (rounds x runs in all)
     mc_samples: int = 100              # 0 skips MC dropout
     mc_seed: int = 0
+    mupe_masks: str = "independent"     # MC-dropout masks behind MUPE: independent | shared (choices.MUPE_MASKS)
     test_data: Path | None = None       # a test-split file (kdedge bench --host) instead of the dataset
 
 
@@ -67,6 +71,20 @@ def exported_models(run_root: Path, requested: list[str] | None) -> tuple[RunDir
 
 
 def bench_run(run_root: Path, ctx: StageContext, options: BenchOptions) -> dict[str, Any]:
+    with run_lock(run_root):  # one writer per run
+        RunDir(run_root).read_manifest()  # a kdedge run: only then is anything in it cleaned or written
+        restore_dir(Path(run_root) / BENCH_DIR)  # what a killed bench left: temp files, a half-swapped report
+        new_dir = Path(tempfile.mkdtemp(prefix=f".{BENCH_DIR}-new-", dir=run_root))
+        try:
+            result = _bench(run_root, ctx, options, new_dir)
+            replace_dir(new_dir, Path(run_root) / BENCH_DIR)  # the report set as one unit: no stale file survives
+        finally:
+            shutil.rmtree(new_dir, ignore_errors=True)
+    return result
+
+
+def _bench(run_root: Path, ctx: StageContext, options: BenchOptions, out_dir: Path) -> dict[str, Any]:
+    """Measure and write the report set into `out_dir` (a fresh directory)."""
     run, manifest, exports, stages = exported_models(run_root, options.models)
     runtimes = parse_runtimes(options.runtimes, options.device)
     if options.test_data is not None:
@@ -79,7 +97,6 @@ def bench_run(run_root: Path, ctx: StageContext, options: BenchOptions) -> dict[
         torch.set_num_threads(options.threads)
     images = normalise(split.images.numpy(), split.stats)
     torch_models = {stage: load_stage_model(run, stage)[0] for stage in stages}
-    out_dir = run.root / BENCH_DIR
     jetson = options.device == "jetson"
     extras: dict[str, Any] = {}
     engines: dict[str, Path] = {}
@@ -111,7 +128,7 @@ def bench_run(run_root: Path, ctx: StageContext, options: BenchOptions) -> dict[
     }
     write_plots(result, out_dir)
     write_markdown(result, out_dir)
-    write_json(out_dir / "report.json", result)  # last: a report.json means the whole report is there
+    write_json(out_dir / "report.json", result)
     return result
 
 
@@ -217,4 +234,5 @@ def _uncertainty(torch_models: dict, images: np.ndarray, labels: torch.Tensor, o
     if options.mc_samples <= 0:
         return {"skipped": "--mc-samples 0"}
     return compare_mc_dropout(torch_models, torch.from_numpy(images), labels, samples=options.mc_samples,
-                              seed=options.mc_seed, device=device, log=ctx.print)
+                              seed=options.mc_seed, device=device, masks=options.mupe_masks,
+                              log=ctx.print)

@@ -14,8 +14,8 @@ from __future__ import annotations
 from typing import Any
 
 from kdedge.errors import KdedgeError
-from kdedge.layout import BASELINE, STUDENT, TEACHER, model_path
-from kdedge.modelfile import load_model
+from kdedge.layout import BASELINE, STUDENT, TEACHER
+from kdedge.stage_model import load_stage_model
 from kdedge.quant.modelopt_backend import require_modelopt
 from kdedge.recipe import Recipe
 from kdedge.run import PlannedRun
@@ -43,7 +43,7 @@ def distill(recipe: Recipe, planned: PlannedRun, ctx: StageContext, *, resume: b
     run = planned.run
     temperature = teacher_temperature(recipe, run, ctx, data)
     device = ctx.device(recipe.device)
-    teacher, _ = load_model(model_path(run, TEACHER), fix="retrain it with `kdedge distill RECIPE --force`")
+    teacher, _ = load_stage_model(run, TEACHER, fix="retrain it with `kdedge distill RECIPE --force`")
     teacher.to(device).eval()
     terms = kd_terms(recipe, temperature)
     transfer = build_transfer_set(recipe, data, transfer_images, teacher, device)

@@ -12,16 +12,17 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from rich.markup import escape
 from torch import nn
 
 from kdedge.inference import predict_logits
 from kdedge.inputs import normalise
 from kdedge.io import write_json, write_text
-from kdedge.layout import BASELINE, STUDENT, TEACHER, model_path
+from kdedge.layout import BASELINE, STUDENT, TEACHER
 from kdedge.markdown import markdown_table
 from kdedge.metrics import CalibrationBins
 from kdedge.metrics.ensemble import best_k_accuracies, majority_vote, mean_probability_vote
-from kdedge.modelfile import load_model
+from kdedge.stage_model import load_stage_model
 from kdedge.plots import line_plot, reliability_diagram
 from kdedge.recipe import Recipe, sweep_point
 from kdedge.run import RunDir
@@ -81,7 +82,7 @@ def run_sweep(inputs: ExperimentInputs) -> dict[str, Any]:
     for value in recipe.sweep.values:
         point = sweep_point(recipe, value)
         stage = f"{base}/{slug(value)}"
-        ctx.print(f"[bold cyan]sweep[/] {field} = {value!r}")
+        ctx.print(f"[bold cyan]sweep[/] {escape(field)} = {escape(repr(value))}")
         transfer = build_transfer_set(point, inputs.data, transfer_subset(point, inputs.data), inputs.teacher,
                                       inputs.device)
         student = distill_student(point, run, ctx, data=inputs.data, transfer=transfer, teacher=inputs.teacher,
@@ -112,7 +113,7 @@ def run_sweep(inputs: ExperimentInputs) -> dict[str, Any]:
         series["no-KD baseline"] = (values, [r["baseline"]["accuracy"] for r in rows])
     line_plot(series, out_dir / "sweep.png", title=f"{recipe.name}: test accuracy vs {field}",
               xlabel=field, ylabel="test accuracy", hlines={"teacher": teacher_acc})
-    ctx.print(f"[green]sweep[/]: {len(rows)} students -> {out_dir / 'sweep.md'}")
+    ctx.print(f"[green]sweep[/]: {len(rows)} students -> {escape(str(out_dir / 'sweep.md'))}")
     if recipe.sweep.ensemble:
         payload["ensemble"] = run_ensemble(inputs, students, out_dir)
     if recipe.sweep.mc_dropout:
@@ -131,11 +132,11 @@ def run_uncertainty(inputs: ExperimentInputs, stages: dict[str, str], out_dir: P
     models: dict[str, nn.Module] = {"teacher": inputs.teacher}
     parameters = {"teacher": _record(inputs, TEACHER)["parameters"]}
     for label, stage in stages.items():
-        models[label], _ = load_model(model_path(inputs.run, stage), fix="rerun `kdedge distill` to rebuild it")
+        models[label], _ = load_stage_model(inputs.run, stage, fix="rerun `kdedge distill` to rebuild it")
         parameters[label] = _record(inputs, stage)["parameters"]
     x = torch.from_numpy(normalise(training.test.images.numpy(), training.stats))
     result = compare_mc_dropout(models, x, training.test.labels, samples=recipe.sweep.mc_dropout, seed=recipe.seed,
-                                device=inputs.device, log=inputs.ctx.print)
+                                device=inputs.device, masks=recipe.sweep.mupe_masks, log=inputs.ctx.print)
     result["stages"] = stages
     result["parameters"] = parameters
     rows = []
@@ -148,12 +149,13 @@ def run_uncertainty(inputs: ExperimentInputs, stages: dict[str, str], out_dir: P
             rows.append([name, parameters[name], "no dropout", "—", "—",
                          f"{mupe['value']:.5f} (deterministic)" if mupe else "—"])
     _write_report(out_dir, "uncertainty", result, ["model", "params", "MC acc", "MC ECE", "mean entropy", "MUPE"],
-                  rows, f"MC dropout ({recipe.sweep.mc_dropout} passes): teacher vs the sweep's students")
+                  rows, f"MC dropout ({recipe.sweep.mc_dropout} passes, {result['masks']} masks: "
+                        f"{result['masks_note']}): teacher vs the sweep's students")
     curves = {name: CalibrationBins.from_dict(e["bins"]) for name, e in result["models"].items() if e["applicable"]}
     if curves:
         reliability_diagram(curves, out_dir / "uncertainty.png",
                             title=f"{recipe.name}: MC-dropout reliability, teacher vs students")
-    inputs.ctx.print(f"[green]uncertainty[/]: MC dropout on {len(models)} models -> {out_dir / 'uncertainty.md'}")
+    inputs.ctx.print(f"[green]uncertainty[/]: MC dropout on {len(models)} models -> {escape(str(out_dir / 'uncertainty.md'))}")
     return result
 
 
@@ -165,7 +167,7 @@ def run_ensemble(inputs: ExperimentInputs, stages: list[str], out_dir: Path) -> 
     training = inputs.data.training
     val_probs, test_probs = [], []
     for stage in stages:
-        model, _ = load_model(model_path(inputs.run, stage), fix="rerun `kdedge distill` to rebuild it")
+        model, _ = load_stage_model(inputs.run, stage, fix="rerun `kdedge distill` to rebuild it")
         model.to(inputs.device)
         batch = inputs.recipe.student.train.eval_batch_size
         val_probs.append(predict_logits(model, training.val, training.stats, batch_size=batch,
@@ -213,7 +215,7 @@ def run_chain(inputs: ExperimentInputs, transfer: TransferSet) -> dict[str, Any]
                                  fingerprint_extra="->".join(recipe.chain))
         hops.append({"name": name, "stage": stage, "model": record["model"], "parameters": record["parameters"],
                      "test": record["test"]})
-        previous, _ = load_model(model_path(run, stage), fix="rerun `kdedge distill`")
+        previous, _ = load_stage_model(run, stage, fix="rerun `kdedge distill`")
         previous.to(inputs.device).eval()
     direct = _record(inputs, STUDENT)
     teacher = _record(inputs, TEACHER)
@@ -238,7 +240,7 @@ def run_symmetry(inputs: ExperimentInputs, transfer: TransferSet) -> dict[str, A
     """The trained student teaches an untrained copy of the teacher's architecture (same budget as the
     teacher); compared with the original teacher and the student."""
     recipe, run = inputs.recipe, inputs.run
-    student, _ = load_model(model_path(run, STUDENT), fix="rerun `kdedge distill`")
+    student, _ = load_stage_model(run, STUDENT, fix="rerun `kdedge distill`")
     student.to(inputs.device).eval()
     stage = "symmetry/teacher_copy"
     record = distill_student(recipe, run, inputs.ctx, data=inputs.data, transfer=transfer, teacher=student,

@@ -31,8 +31,9 @@ from kdedge.export.ort_session import open_session, session_logits
 from kdedge.export.parity import Parity, gate_failures, parity
 from kdedge.inference import predict_logits
 from kdedge.inputs import normalise
-from kdedge.io import atomic_path, sha256_file
-from kdedge.layout import EXPORT_DIR, QAT_STUDENT, STUDENT, finished_models, requested_models
+from kdedge.io import atomic_path, restore_dir, sha256_file
+from kdedge.layout import EXPORT_DIR, QAT_STUDENT, STUDENT, finished_models, requested_models, run_file
+from kdedge.lock import run_lock
 from kdedge.recipe import ExportConfig
 from kdedge.run import RunDir, package_versions
 from kdedge.stage_model import load_stage_model
@@ -51,8 +52,13 @@ class _ModelInputs:
 
 def export_run(run_root: Path, ctx: StageContext, options: ExportOptions) -> dict[str, Any]:
     """Export every requested model of the run in every requested format; returns the manifest's exports."""
-    run = RunDir(run_root)
+    with run_lock(run_root):  # one writer per run
+        return _export_run(RunDir(run_root), ctx, options)
+
+
+def _export_run(run: RunDir, ctx: StageContext, options: ExportOptions) -> dict[str, Any]:
     manifest = run.read_manifest()
+    restore_dir(run.root / EXPORT_DIR)  # temp files a killed export left (we hold the lock: none is live)
     stages = _select_models(run, options.models)
     _preflight(options.formats)
     recipe = run.recipe()
@@ -90,9 +96,10 @@ def export_settings(run_root: Path, **given: Any) -> ExportConfig:
 
 
 def export_table(run_root: Path, exports: dict[str, Any]):
+    from rich.markup import escape
     from rich.table import Table
 
-    table = Table(title=f"exports of {run_root} (parity on the test split)")
+    table = Table(title=f"exports of {escape(str(run_root))} (parity on the test split)")
     table.add_column("model")
     table.add_column("format")
     for column in ("KiB", "agree", "acc", "Δ pt"):
@@ -163,30 +170,51 @@ def _artifact_path(run: RunDir, stage: str, fmt: ExportFormat) -> Path:
 
 
 def _source(run: RunDir, stage: str, fmt: ExportFormat) -> Path | None:
-    """The finished artifact the format is built from (it must exist), or None."""
+    """The finished artifact the format is built from (recorded, unchanged), or None."""
     if fmt.built_from is None:
         return None
-    path = _artifact_path(run, stage, FORMATS[fmt.built_from])
-    if not path.is_file():
-        raise KdedgeError(f"{path}: missing; export the {fmt.built_from} format first")
+    source = FORMATS[fmt.built_from]
+    record = run.read_manifest().get("exports", {}).get(stage, {}).get(fmt.built_from)
+    path = _recorded_artifact(run, stage, source, record)
+    if path is None:
+        raise KdedgeError(f"{_artifact_path(run, stage, source)}: missing, unrecorded or changed; export the "
+                          f"{fmt.built_from} format first (add --force if it is there already)")
     return path
+
+
+def _recorded_artifact(run: RunDir, stage: str, fmt: ExportFormat, record: Any) -> Path | None:
+    """The artifact's path when `record` names it and its checksum still matches, else None. Only a
+    regular file at the format's own place inside the run is read (the manifest may be crafted)."""
+    expected = _artifact_path(run, stage, fmt).relative_to(run.root).as_posix()
+    if not isinstance(record, dict) or record.get("file") != expected:
+        return None
+    path = run_file(run.root, expected, what=f"exports.{stage}.{fmt.name}.file", must_exist=False)
+    return path if path.is_file() and sha256_file(path) == record.get("sha256") else None
 
 
 def _export_one(run: RunDir, ctx: StageContext, inputs: _ModelInputs, fmt: ExportFormat, options: ExportOptions,
                 data: PreparedData, refs: _References, calibration: np.ndarray) -> None:
     stage = inputs.stage
     path = _artifact_path(run, stage, fmt)
+    # written (or removed) only at its place inside the run: a symlinked exports/ must not redirect it
+    run_file(run.root, path.relative_to(run.root).as_posix(), what="the export path", must_exist=False)
     settings = options.settings(fmt, own_scales=inputs.quantized is not None)
     exports = run.read_manifest().get("exports", {})
     record = exports.get(stage, {}).get(fmt.name)
-    if record and record.get("settings") == settings and path.is_file() and sha256_file(path) == record["sha256"]:
+    if record and record.get("settings") == settings and _recorded_artifact(run, stage, fmt, record):
         ctx.print(f"[green]{stage}[/] {fmt.name}: up to date ({path.name})")
         if not fmt.int8:
             refs.fp32_onnx[stage] = refs.onnx_logits(path)
         return
-    if (record or path.exists()) and not options.force:
-        raise KdedgeError(f"{path}: an export made with other settings (or unrecorded) is there; "
-                          "pass --force to replace it")
+    if record and not options.force:
+        raise KdedgeError(f"{path}: an export made with other settings (or changed since it was recorded) is "
+                          "there; pass --force to replace it")
+    if not record and (path.exists() or path.is_symlink()):
+        # unrecorded: an export killed between its rename and its record (we hold the run's lock, so no
+        # other export is writing it); it was never trusted, so it is made again
+        ctx.print(f"[yellow]{stage}[/] {fmt.name}: {path.name} was left unrecorded by an interrupted export; "
+                  "exporting it again")
+        path.unlink()
     if record:  # forget the old artifact before touching its file: no moment where a stale one is trusted
         run.update_manifest(exports={stage: {k: v for k, v in exports[stage].items() if k != fmt.name}})
     ctx.print(f"[cyan]{stage}[/] {fmt.name}: exporting …")

@@ -23,7 +23,7 @@ from torch import nn
 from kdedge.data.int8_calibration import int8_calibration_images
 from kdedge.data.training import TrainingData
 from kdedge.errors import KdedgeError
-from kdedge.layout import QAT_STUDENT as QAT_STAGE, STUDENT, finished_record, model_path
+from kdedge.layout import QAT_STUDENT as QAT_STAGE, STUDENT, finished_record, model_file
 from kdedge.modelfile import load_model
 from kdedge.quant.modelopt_backend import (
     quantize_for_qat,
@@ -57,10 +57,11 @@ def train_qat_student(recipe: Recipe, run: RunDir, ctx: StageContext, *, data: P
     student = RoleConfig(model=recipe.student.model, train=quant.resolve_train(recipe.student.train))
     calib = calibration_batches(transfer.training, quant.calib_images, recipe.seed,
                                 batch_size=student.train.eval_batch_size, device=device)
-    init_from = model_path(run, STUDENT) if quant.init == "student" else None
+    init_from, init_sha256 = model_file(run, STUDENT) if quant.init == "student" else (None, None)
 
     def prepare(model: nn.Module) -> nn.Module:
-        model = prepare_qat_model(model, init_from=init_from, calib_batches=calib, device=device)
+        model = prepare_qat_model(model, init_from=init_from, calib_batches=calib, device=device,
+                                  init_sha256=init_sha256)
         ctx.print(f"[cyan]{QAT_STAGE}[/]: INT8 fake quant ({quant.backend}), {quantizer_count(model)} quantizers "
                   f"calibrated on {sum(len(x) for x in calib)} training images; "
                   + ("fine-tuning the fp32 KD student" if init_from else "training from scratch"))
@@ -82,12 +83,13 @@ def qat_fingerprint(recipe: Recipe) -> str:
 
 
 def prepare_qat_model(model: nn.Module, *, init_from: Path | None, calib_batches: list[torch.Tensor],
-                      device: torch.device) -> nn.Module:
+                      device: torch.device, init_sha256: str | None = None) -> nn.Module:
     """The model QAT starts from: `model` (freshly initialised) or, with `init_from`, the fp32 weights of
-    that finished model file; moved to `device`, fake quant inserted and calibrated."""
+    that finished model file (checked against `init_sha256` where recorded); moved to `device`, fake
+    quant inserted and calibrated."""
     if init_from is not None:
         fix = "rerun `kdedge distill RECIPE` so the fp32 student is trained again"
-        fp32, _ = load_model(init_from, fix=fix)
+        fp32, _ = load_model(init_from, fix=fix, sha256=init_sha256)
         try:
             model.load_state_dict(fp32.state_dict())
         except RuntimeError:

@@ -7,6 +7,7 @@ metrics and then the manifest are written in that order, so a crash never leaves
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,8 +19,8 @@ from torch import nn
 from kdedge.data.training import TrainingData
 from kdedge.errors import KdedgeError
 from kdedge.inference import predict_logits
-from kdedge.io import write_json
-from kdedge.layout import CHECKPOINT_FILE, METRICS_FILE, MODEL_FILE
+from kdedge.io import sha256_file, write_json
+from kdedge.layout import CHECKPOINT_FILE, METRICS_FILE, MODEL_FILE, MODEL_SHA256
 from kdedge.metrics import classification_report
 from kdedge.modelfile import ModelSpecRecord, save_model
 from kdedge.recipe import RoleConfig
@@ -57,15 +58,17 @@ def resume_state_for(run: RunDir, job_stage: str, fingerprint: str, *, resume: b
     """The checkpoint to continue from. Read before anything is written, so a bad one fails cleanly."""
     ckpt = run.stage_dir(job_stage) / CHECKPOINT_FILE
     if exists and ckpt.exists() and not resume:
-        raise KdedgeError(f"{ckpt}: an unfinished {job_stage} training is there; "
-                          "pass --resume to continue it or --force to start the run afresh")
+        # this command holds the run's lock, so that training is not live: its process stopped
+        raise KdedgeError(f"{ckpt}: an interrupted {job_stage} training is there (its command has stopped); "
+                          "pass --resume to continue it, or --force to start the run afresh")
     return read_resume_state(run.stage_dir(job_stage), fingerprint) if resume and exists else None
 
 
 def train_role(job: RoleJob, *, run: RunDir, data: PreparedData, ctx: StageContext, device: torch.device,
                resume_state: dict[str, Any] | None) -> dict[str, Any]:
     out_dir = run.stage_dir(job.stage)
-    run.update_manifest(stages={job.stage: {"status": "running", "device": str(device)}})
+    # the pid lets a failing command mark only its own stage as stopped (kdedge.cli.app)
+    run.update_manifest(stages={job.stage: {"status": "running", "device": str(device), "pid": os.getpid()}})
     spec = ModelSpecRecord(name=job.config.model.name, kwargs=job.config.model.kwargs,
                            in_channels=data.input_shape[0], num_classes=data.num_classes,
                            image_size=data.input_shape[1])
@@ -80,13 +83,15 @@ def train_role(job: RoleJob, *, run: RunDir, data: PreparedData, ctx: StageConte
     t0 = time.perf_counter()
     result = fit(model, step, data=job.training, cfg=cfg, seed=job.seed, device=device, out_dir=out_dir,
                  fingerprint=job.fingerprint, resume_state=resume_state, console=ctx.console, label=job.role,
-                 extra_modules=helpers)
+                 stage=job.stage, extra_modules=helpers)
     summary = {"status": "complete", "model": spec.name, "parameters": parameter_count(model),
                "epochs": cfg.epochs, "train_images": len(job.training.train),
                "train_time_s": result.train_time_s, "wall_time_s": time.perf_counter() - t0,
                "resumed_from_epoch": result.resumed_from_epoch, "device": str(device), **job.record_extra,
                **split_reports(model, data, cfg.eval_batch_size, device)}
     job.save(out_dir / MODEL_FILE, model, spec)
+    # checked before every later load (a changed file is named); the fingerprint decides reuse
+    summary.update({MODEL_SHA256: sha256_file(out_dir / MODEL_FILE), "fingerprint": job.fingerprint})
     write_json(out_dir / METRICS_FILE, {**summary, "history": result.history})
     run.update_manifest(stages={job.stage: summary}, timings={f"{job.stage}_train_s": result.train_time_s})
     return summary

@@ -16,7 +16,7 @@ from kdedge.data import ImageData
 from kdedge.data.training import TrainingData
 from kdedge.data.transfer import reduce_per_class, with_labels
 from kdedge.errors import KdedgeError
-from kdedge.layout import finished_record
+from kdedge.layout import finished_record, stale_fingerprint
 from kdedge.losses import LOSSES, resolve_temperature
 from kdedge.recipe import Recipe, RoleConfig
 from kdedge.run import RunDir
@@ -57,7 +57,7 @@ def kd_terms(recipe: Recipe, calibrated: float | None) -> list[KDTerm]:
         options = definition.params.model_validate(spec.options).model_dump()
         if "temperature" in options:
             options["temperature"] = resolve_temperature(options["temperature"], calibrated)
-        terms.append(KDTerm(spec.name, spec.weight, definition, options))
+        terms.append(KDTerm(spec.name, spec.weight, definition, options, warmup_epochs=spec.warmup_epochs))
     return terms
 
 
@@ -129,7 +129,10 @@ def kd_job(recipe: Recipe, *, transfer: TransferSet, teacher: nn.Module, terms: 
         stage=stage, role="student", config=student, training=training,
         make_step=lambda model: make_distill_step(model, teacher, terms, label_mode=label_mode, cache=cache, probe=probe),
         fingerprint=fingerprint, seed=seed,
-        record_extra={"kd": {"losses": [{"name": t.name, "weight": t.weight, **t.options} for t in terms],
+        # a warm-up is recorded where the recipe has one (as the recipe's dict spells it)
+        record_extra={"kd": {"losses": [{"name": t.name, "weight": t.weight, **t.options,
+                                         **({"warmup_epochs": t.warmup_epochs} if t.warmup_epochs else {})}
+                                        for t in terms],
                              "teacher_temperature": temperature, "transfer": transfer.description,
                              "teacher_cached": cache is not None, "label_mode": label_mode}})
 
@@ -139,6 +142,7 @@ def reuse_or_resume(run: RunDir, stage: str, fingerprint: str, ctx: StageContext
     """(finished record, None) to reuse a stage, else (None, the checkpoint to resume from or None)."""
     record = finished_record(run, stage)
     if record:
+        stale_fingerprint(run, stage, record, fingerprint)  # reuse only what this recipe would train
         ctx.print(f"[green]{stage}[/]: reusing the finished model (test accuracy {record['test']['accuracy']:.4f})")
         return record, None
     return None, resume_state_for(run, stage, fingerprint, resume=resume)

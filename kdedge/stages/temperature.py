@@ -11,9 +11,9 @@ from typing import Any
 from kdedge.errors import KdedgeError
 from kdedge.inference import predict_logits
 from kdedge.io import write_json
-from kdedge.layout import RELIABILITY_FILE, TEACHER, TEMPERATURE_FILE, model_path
+from kdedge.layout import RELIABILITY_FILE, TEACHER, TEMPERATURE_FILE
 from kdedge.metrics import calibration_bins
-from kdedge.modelfile import load_model
+from kdedge.stage_model import load_stage_model
 from kdedge.plots import reliability_diagram
 from kdedge.run import RunDir
 from kdedge.stages.context import StageContext
@@ -29,7 +29,7 @@ def calibrate_teacher(run: RunDir, ctx: StageContext, data: PreparedData | None 
     record = run.stage_record(TEACHER)
     if not record or record.get("status") != "complete":
         raise KdedgeError(f"{run.root}: the teacher is not trained yet; run `kdedge train` on its recipe first")
-    model, _ = load_model(model_path(run, TEACHER), fix="retrain the teacher with `kdedge train RECIPE --force`")
+    model, _ = load_stage_model(run, TEACHER, fix="retrain the teacher with `kdedge train RECIPE --force`")
     device = ctx.device(recipe.device)
     model.to(device)
     data = data or prepare_data(recipe, ctx.data_roots)
