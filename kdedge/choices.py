@@ -41,6 +41,11 @@ OPTIMIZERS: tuple[str, ...] = get_args(Optimizer)
 Schedule = Literal["cosine", "step", "constant"]
 SCHEDULES: tuple[str, ...] = get_args(Schedule)
 
+# MC-dropout masks behind MUPE (recipe sweep.mupe_masks, bench --mupe-masks): each model its own masks
+# (seed 000's definition, the default), or identical masks where shapes match (common random numbers)
+MupeMasks = Literal["independent", "shared"]
+MUPE_MASKS: tuple[str, ...] = get_args(MupeMasks)
+
 # the temperature value that means "the teacher's fitted T*" (a number is the other choice)
 CalibratedTemperature = Literal["calibrated"]
 CALIBRATED: str = get_args(CalibratedTemperature)[0]

@@ -98,6 +98,7 @@ def interrupt_kd_step_at(monkeypatch, n: int):
             if calls["n"] == n:
                 raise KeyboardInterrupt
             return step(x, y, idx)
+        wrapped.start_epoch = step.start_epoch  # the loop tells the step its epoch (loss warm-ups)
         return wrapped, adapters
 
     monkeypatch.setattr(students_module, "make_distill_step", interrupting)

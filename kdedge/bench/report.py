@@ -74,7 +74,8 @@ def write_markdown(report: dict[str, Any], out_dir: Path) -> Path:
         lines += [markdown_table(["model", "MC accuracy", "MC ECE", "MC NLL", "mean confidence", "mean entropy",
                                   "mean variance"], mc_rows), ""]
         if unc.get("mupe"):
-            lines += ["MUPE (mean (conf_teacher − conf_student)², MC-averaged confidences):", "",
+            lines += ["MUPE (mean (conf_teacher − conf_student)², MC-averaged confidences; masks: "
+                      f"{unc.get('masks', 'shared')}, {unc.get('masks_note', 'recorded before independent masks')}):", "",
                       markdown_table(["student", "MUPE", "student confidence from"],
                                      [[s, f"{v['value']:.5f}", v["student_confidence"]] for s, v in unc["mupe"].items()]),
                       ""]
@@ -154,10 +155,11 @@ def write_plots(report: dict[str, Any], out_dir: Path) -> list[Path]:
 
 
 def terminal_table(report: dict[str, Any]):
+    from rich.markup import escape
     from rich.table import Table
 
     where = f" on {report['host']}" if report.get("host") else ""
-    table = Table(title=f"kdedge bench {report['run']} ({report['device']}{where})")
+    table = Table(title=escape(f"kdedge bench {report['run']} ({report['device']}{where})"))
     short = ["model", "runtime", "size MB", "acc", "ECE", "ms b1", "img/s bN", "T/S b1"]
     for c in short:
         table.add_column(c, justify="left" if c in ("model", "runtime") else "right")

@@ -1,7 +1,8 @@
 """Distillation losses by name: each module registers a :class:`~kdedge.losses.base.LossDef`."""
 
-from kdedge.losses import dkd, hint, hinton  # noqa: F401  imported to register their definitions
+from kdedge.losses import ce, dkd, hint, hinton  # noqa: F401  imported to register their definitions
 from kdedge.losses.base import LossDef, LossParams, resolve_temperature
+from kdedge.losses.ce import CEParams, ce_loss
 from kdedge.losses.dkd import DKDParams, dkd_loss
 from kdedge.losses.hint import HintAdapter, HintParams, hint_loss, make_hint_adapter
 from kdedge.losses.hinton import HintonParams, hinton_loss, soft_target_loss
@@ -9,12 +10,14 @@ from kdedge.losses.registry import LOSSES
 
 __all__ = [
     "LOSSES",
+    "CEParams",
     "DKDParams",
     "HintAdapter",
     "HintParams",
     "HintonParams",
     "LossDef",
     "LossParams",
+    "ce_loss",
     "dkd_loss",
     "hint_loss",
     "hinton_loss",

@@ -6,8 +6,12 @@ The classical KD term splits exactly as KD = TCKD + (1 - p_t^teacher) * NCKD, wh
 * NCKD is the KL between the distributions over the non-target classes only (renormalised).
 
 DKD weighs the two freely: loss = alpha * T^2 * TCKD + beta * T^2 * NCKD (T^2 as in the paper's code).
-KLs are summed over classes and averaged over the batch. The paper's linear warm-up of the loss
-weight is a schedule, left to the training loop. Labels are required: the split needs the target.
+KLs are summed over classes and averaged over the batch. Labels are required: the split needs the target.
+
+This is the DKD term alone. The paper's method (and mdistiller's trainer) trains on
+CE + min(epoch / 20, 1) * DKD, epochs counted from 1: in a recipe, a ``ce`` entry plus this one with
+``warmup_epochs: 20`` (a per-entry weight warm-up that the KD step applies, see
+kdedge.train.distill_step); a dkd entry alone trains without CE and without warm-up.
 """
 
 from __future__ import annotations

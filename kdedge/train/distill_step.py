@@ -3,12 +3,17 @@
 Teacher targets come either from a cache (computed once over the transfer set: valid when inputs are
 not augmented, since the teacher then sees the same image every epoch) or from the teacher run per
 batch under inference mode.
+
+A loss entry with ``warmup_epochs: W`` is weighted ``weight * min(epoch / W, 1)`` in epoch ``epoch``
+(counted from 1, as mdistiller's trainer does for DKD). The loop tells the step which epoch it trains
+(`DistillStep.start_epoch`), so the weight is a pure function of the epoch and a resumed run weighs
+each epoch as an uninterrupted one does.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Callable, Literal
 
 import torch
 from torch import nn
@@ -19,7 +24,6 @@ from kdedge.inference import uses_conv
 from kdedge.inputs import InputStats
 from kdedge.losses import LossDef, make_hint_adapter
 from kdedge.train.batches import prepare_batch
-from kdedge.train.steps import StepFn
 
 LabelMode = Literal["labels", "none"]  # "none": unlabeled transfer set, the teacher is the only target
 CACHE_LIMIT_BYTES = 2 * 1024**3        # hinted teacher features above this are recomputed per batch
@@ -33,6 +37,13 @@ class KDTerm:
     weight: float
     definition: LossDef
     options: dict[str, Any]
+    warmup_epochs: int = 0  # 0: full weight from the first epoch
+
+    def weight_at(self, epoch: int) -> float:
+        """The term's weight in `epoch` (1-based): weight * min(epoch / warmup_epochs, 1)."""
+        if self.warmup_epochs == 0:
+            return self.weight
+        return self.weight * min(epoch / self.warmup_epochs, 1.0)
 
     @property
     def feature_paths(self) -> tuple[str, str] | None:
@@ -73,8 +84,29 @@ def feature_cache_fits(teacher: nn.Module, probe: torch.Tensor, paths: list[str]
     return per_image * n <= CACHE_LIMIT_BYTES
 
 
+class DistillStep:
+    """A StepFn that also learns the epoch it trains (`start_epoch`, called by the training loop)."""
+
+    def __init__(self, fn: Callable[[torch.Tensor, torch.Tensor, torch.Tensor, int | None],
+                                    tuple[torch.Tensor, torch.Tensor]], warms_up: bool) -> None:
+        self._fn, self._warms_up = fn, warms_up
+        self.epoch: int | None = None
+
+    def start_epoch(self, epoch: int) -> None:
+        if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 1:
+            raise ValueError(f"epoch must be an integer >= 1 (epochs count from 1), got {epoch!r}")
+        self.epoch = epoch
+
+    def __call__(self, x: torch.Tensor, y: torch.Tensor, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if self._warms_up and self.epoch is None:
+            # a wrapper that hides start_epoch would otherwise train without the warm-up, silently
+            raise RuntimeError("a loss warms up over epochs but the step was never told the epoch "
+                               "(call start_epoch before the first batch)")
+        return self._fn(x, y, idx, self.epoch)
+
+
 def make_distill_step(student: nn.Module, teacher: nn.Module, terms: list[KDTerm], *, label_mode: LabelMode,
-                      cache: TeacherCache | None, probe: torch.Tensor) -> tuple[StepFn, nn.ModuleList]:
+                      cache: TeacherCache | None, probe: torch.Tensor) -> tuple[DistillStep, nn.ModuleList]:
     """Build the step and the trainable hint adapters (shaped from one probe batch, in eval mode so that
     probing changes no BatchNorm statistics)."""
     hinted = [t for t in terms if t.feature_paths]
@@ -91,7 +123,7 @@ def make_distill_step(student: nn.Module, teacher: nn.Module, terms: list[KDTerm
     student_tap = FeatureTap(student, student_paths) if student_paths else None
     teacher_tap = FeatureTap(teacher, teacher_paths) if teacher_paths and cache is None else None
 
-    def step(x: torch.Tensor, y: torch.Tensor, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def step(x: torch.Tensor, y: torch.Tensor, idx: torch.Tensor, epoch: int | None) -> tuple[torch.Tensor, torch.Tensor]:
         if cache is not None:
             idx_dev = idx.to(cache.logits.device)
             t_logits = cache.logits[idx_dev]
@@ -114,13 +146,14 @@ def make_distill_step(student: nn.Module, teacher: nn.Module, terms: list[KDTerm
                 value = term.definition.fn(student_tap.features[s_path], t_feats[t_path], next(adapter_iter))
             else:
                 value = term.definition.fn(s_logits, t_logits, labels, **term.options)
-            value = value if term.weight == 1.0 else term.weight * value  # skip a no-op multiply
+            weight = term.weight_at(epoch) if term.warmup_epochs else term.weight
+            value = value if weight == 1.0 else weight * value  # skip a no-op multiply
             total = value if total is None else total + value
         if total is None:
             raise ValueError("every distillation loss has weight 0; give at least one a positive weight")
         return total, s_logits
 
-    return step, adapters
+    return DistillStep(step, warms_up=any(t.warmup_epochs and t.weight for t in terms)), adapters
 
 
 def _probe(model: nn.Module, paths: list[str], x: torch.Tensor) -> dict[str, torch.Tensor]:

@@ -5,14 +5,16 @@ How it is made fast and checkable:
 * the model stays in **eval mode** the whole time (BN uses its running statistics and never updates
   them). Dropout is re-applied by forward hooks on the active ``nn.Dropout`` modules (p > 0): each
   multiplies the (identity) eval output by a keep-mask ``rand >= p`` and by ``1 / (1 - p)``;
-* the masks come from explicit ``torch.Generator``s, one per (seed, batch index, dropout module),
-  drawn one pass at a time with shape [B, *features]. The naive loop (N full forward passes) and the
+* the masks come from explicit ``torch.Generator``s, one per (seed, stream, batch index, dropout
+  module), drawn one pass at a time with shape [B, *features]. ``stream`` names the model's own mask
+  stream: two models with the same seed and different streams draw independent masks, with the same
+  stream (and same dropout shapes) identical ones. The naive loop (N full forward passes) and the
   fast path (below) therefore draw the *same* masks in the same order, and must agree to rounding;
 * fast path: the network is split at the first unit holding an active dropout
   (:func:`split_at_first_dropout`); the part before it runs once per batch, its output is repeated
   N times along the batch dim (pass-major, in chunks to bound memory) and only the tail runs per chunk.
 
-Masks depend on (seed, batch_size, samples): the same call gives the same result, bit for bit.
+Masks depend on (seed, stream, batch_size, samples): the same call gives the same result, bit for bit.
 """
 
 from __future__ import annotations
@@ -59,6 +61,7 @@ class McResult:
     samples: int
     seed: int
     batch_size: int
+    stream: str  # the mask stream ("" = the seed's default stream)
     method: str  # "fast" or "naive"
     split_at: str | None  # module path where the fast path starts repeating (None for naive)
     note: str  # why this method, in words
@@ -123,7 +126,7 @@ def _split_from(units: list[tuple[str, nn.Module]], i: int) -> DropoutSplit:
     return DropoutSplit(nn.Sequential(*(m for _, m in units[:i])), nn.Sequential(*(m for _, m in units[i:])))
 
 
-def _derive_seed(*parts: int) -> int:
+def _derive_seed(*parts: int | str) -> int:
     # a hash, not seed + k: nearby seeds/batches must not give overlapping mask streams
     digest = hashlib.sha256(":".join(["kdedge-mc-dropout", *map(str, parts)]).encode()).digest()
     return int.from_bytes(digest[:8], "little") >> 1
@@ -132,14 +135,15 @@ def _derive_seed(*parts: int) -> int:
 class _Masks:
     """Forward hooks applying seeded keep-masks; one generator per active dropout, reset per batch."""
 
-    def __init__(self, n_dropouts: int, seed: int) -> None:
+    def __init__(self, n_dropouts: int, seed: int, stream: str = "") -> None:
         self.n, self.seed = n_dropouts, seed
+        self.stream = (stream,) if stream else ()  # "" keeps the masks drawn before streams existed
         self.rows = 0
         self.gens: list[torch.Generator] = []
 
     def start_batch(self, index: int, rows: int, device: torch.device) -> None:
         self.rows = rows
-        self.gens = [torch.Generator(device=device).manual_seed(_derive_seed(self.seed, index, i))
+        self.gens = [torch.Generator(device=device).manual_seed(_derive_seed(self.seed, *self.stream, index, i))
                      for i in range(self.n)]
 
     def hook(self, i: int, p: float) -> Callable:
@@ -197,14 +201,16 @@ def _check_int(name: str, value: int, minimum: int) -> None:
 
 @torch.inference_mode()
 def mc_dropout_predict(model: nn.Module, inputs: Tensor | Iterable, *, samples: int = 100, seed: int = 0,
-                       batch_size: int = 256, device: torch.device | str = "cpu", fast: bool = True,
-                       chunk_elements: int = 1 << 22) -> McResult:
+                       stream: str = "", batch_size: int = 256, device: torch.device | str = "cpu",
+                       fast: bool = True, chunk_elements: int = 1 << 22) -> McResult:
     """MC-dropout predictions of `model` (already on `device`) for normalised float images [n, C, H, W]
     (split into `batch_size` batches) or an iterable of such batches / (images, labels) pairs.
 
     Raises McDropoutNotApplicable when the model has no dropout with p > 0. `fast=False` (or a model
     the split cannot handle) runs the naive loop; the result says which (`method`, `note`).
-    `chunk_elements` bounds the repeated activations per tail call (elements, default 4M = 16 MiB fp32)."""
+    `chunk_elements` bounds the repeated activations per tail call (elements, default 4M = 16 MiB fp32).
+    `stream` selects the model's own mask stream (e.g. its name), so that models compared at one seed
+    draw independent masks; models at the same seed and stream share masks where their shapes match."""
     _check_int("samples", samples, 1)
     _check_int("seed", seed, 0)
     _check_int("batch_size", batch_size, 1)
@@ -223,7 +229,9 @@ def mc_dropout_predict(model: nn.Module, inputs: Tensor | Iterable, *, samples: 
             note = f"naive loop: fast split not possible ({e})"
 
     channels_last = uses_conv(model)
-    masks = _Masks(len(dropouts), seed)
+    if not isinstance(stream, str):
+        raise ValueError(f"stream must be a string, got {stream!r}")
+    masks = _Masks(len(dropouts), seed, stream)
     was_training = model.training
     model.eval()  # BN on running stats, never updated; dropout comes from the hooks only
     handles = [d.register_forward_hook(masks.hook(i, d.p)) for i, (_, d) in enumerate(dropouts)]
@@ -243,7 +251,7 @@ def mc_dropout_predict(model: nn.Module, inputs: Tensor | Iterable, *, samples: 
     if not parts:
         raise ValueError("MC dropout got no images")
     cat = {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
-    return McResult(**cat, samples=samples, seed=seed, batch_size=batch_size,
+    return McResult(**cat, samples=samples, seed=seed, batch_size=batch_size, stream=stream,
                     method="fast" if split else "naive", split_at=split_at, note=note)
 
 

@@ -59,7 +59,7 @@ def nll_from_probs(probs: Tensor, labels: Tensor) -> float:
 
 def mc_metrics_from(mean_probs: Tensor, labels: Tensor, per_sample: dict[str, Tensor], *,
                     n_bins: int = 10) -> dict[str, float]:
-    """Accuracy, NLL, ECE/MCE (kdedge.metrics binning, = torchmetrics l1/max) of the MC-averaged
+    """Accuracy, NLL, ECE/MCE (kdedge.metrics' textbook binning) of the MC-averaged
     predictions, and the mean of each per-sample uncertainty in `per_sample`."""
     bins = calibration_bins(mean_probs, labels, n_bins)  # validates shapes, labels and [0, 1]
     out = {

@@ -148,6 +148,17 @@ def test_models_without_dropout_are_reported_as_such(exported_run):
         assert unc["models"][stage] == {"applicable": False, "reason": unc["models"][stage]["reason"]}
         assert "no dropout" in unc["models"][stage]["reason"]
     assert "mupe" not in unc  # needs the teacher's MC confidence
+    assert unc["masks"] == "independent"  # the default: each model its own dropout masks (seed 000's MUPE)
+
+
+def test_mupe_masks_option_is_recorded(exported_run, tmp_path):
+    dst = tmp_path / "m"
+    shutil.copytree(exported_run, dst)
+    result = invoke("bench", dst, "--runtime", "torch", "--runs", "1", "--mc-samples", "2", "--mupe-masks", "shared")
+    assert result.exit_code == 0, result.output
+    assert report(dst)["uncertainty"]["masks"] == "shared"
+    bad = invoke("bench", dst, "--mupe-masks", "same")
+    assert bad.exit_code == 2 and "Traceback" not in bad.output
 
 
 def test_bench_run_loads_no_training_code(exported_run, tmp_path):

@@ -120,7 +120,7 @@ BAD = [
     ({"distill": {"losses": [{"name": "hinton", "weight": -1.0}]}}, "distill.losses[0].weight"),
     ({"distill": {"losses": [{"name": "hinton", "temperature": 0.0}]}}, "distill.losses[0].temperature"),
     ({"distill": {"losses": [{"name": "hinton", "temperature": -2.0}]}}, "distill.losses[0].temperature"),
-    ({"distill": {"losses": [{"name": "fitnet"}]}}, "distill.losses[0].name: unknown loss 'fitnet'; available: dkd, hint, hinton"),
+    ({"distill": {"losses": [{"name": "fitnet"}]}}, "distill.losses[0].name: unknown loss 'fitnet'; available: ce, dkd, hint, hinton"),
     ({"distill": {"losses": [{"name": "hint", "student": "layers.7", "teacher": "layers.0"}]}}, "distill.losses[0].student"),
     ({"distill": {"losses": [{"name": "hinton", "alpah": 0.5}]}}, "distill.losses[0].alpah: unknown key"),
     ({"distill": {"losses": [{"name": "dkd"}], "transfer": {"unlabeled": True}}}, "needs labels"),

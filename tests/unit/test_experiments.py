@@ -78,7 +78,8 @@ def test_capacity_sweep_with_mc_dropout_uncertainty_transfer(tmp_path: Path):
     test = prepare_data(recipe).training
     x = torch.from_numpy(normalise(test.test.images.numpy(), test.stats))
     teacher, _ = load_model(run / "teacher" / "model.pt", fix="")
-    mc = mc_dropout_predict(teacher, x, samples=7, seed=recipe.seed)
+    assert report["masks"] == "independent"  # each model its own masks (seed 000); the teacher's stream is its name
+    mc = mc_dropout_predict(teacher, x, samples=7, seed=recipe.seed, stream="teacher")
     student, _ = load_model(run / report["stages"][small_name] / "model.pt", fix="")
     with torch.no_grad():
         conf_small = torch.softmax(student.eval()(x).double(), 1).max(1).values

@@ -13,11 +13,13 @@ from pydantic import ValidationError
 from kdedge.errors import KdedgeError
 from kdedge.losses import (
     LOSSES,
+    CEParams,
     DKDParams,
     HintAdapter,
     HintonParams,
     HintParams,
     LossDef,
+    ce_loss,
     dkd_loss,
     hint_loss,
     hinton_loss,
@@ -41,12 +43,13 @@ def _logits(seed: int, b: int = 5, c: int = 7, scale: float = 3.0) -> tuple[torc
 
 
 def test_registry_holds_each_loss_with_its_params() -> None:
-    assert LOSSES.names() == ["dkd", "hint", "hinton"]
-    for name, params in (("hinton", HintonParams), ("dkd", DKDParams), ("hint", HintParams)):
+    assert LOSSES.names() == ["ce", "dkd", "hint", "hinton"]
+    for name, params in (("ce", CEParams), ("hinton", HintonParams), ("dkd", DKDParams), ("hint", HintParams)):
         d = LOSSES.get(name)
         assert isinstance(d, LossDef) and d.params is params
     assert LOSSES.get("hint").kind == "features" and LOSSES.get("hinton").kind == "logits"
-    with pytest.raises(KdedgeError, match="available: dkd, hint, hinton"):
+    assert LOSSES.get("ce").needs_labels and LOSSES.get("dkd").needs_labels
+    with pytest.raises(KdedgeError, match="available: ce, dkd, hint, hinton"):
         LOSSES.get("fitnet")
 
 
@@ -66,6 +69,7 @@ def test_registry_holds_each_loss_with_its_params() -> None:
         (DKDParams, {"alpha": -0.5}),
         (DKDParams, {"temperature": 0.0}),
         (DKDParams, {"gamma": 1.0}),
+        (CEParams, {"label_smoothing": 0.1}),
         (HintParams, {"student": "stages.1"}),  # teacher path missing
         (HintParams, {"student": "", "teacher": "stages.1"}),
         (HintParams, {"student": "a", "teacher": "b", "adapter": "conv"}),
@@ -83,6 +87,16 @@ def test_params_accept_good_values_and_are_frozen() -> None:
     assert HintParams(student="stages.1", teacher="stages.2").teacher == "stages.2"
     with pytest.raises(ValidationError):
         p.alpha = 0.3  # type: ignore[misc]
+
+
+def test_ce_is_torchs_cross_entropy_and_needs_labels() -> None:
+    s, t, y = _logits(3)
+    torch.testing.assert_close(ce_loss(s, t, y), F.cross_entropy(s, y), rtol=0, atol=0)
+    (grad,) = torch.autograd.grad(ce_loss(s, t, y), s)
+    (want,) = torch.autograd.grad(F.cross_entropy(s, y), s)
+    torch.testing.assert_close(grad, want, rtol=0, atol=0)
+    with pytest.raises(ValueError, match="ce needs labels"):
+        ce_loss(s, t, None)
 
 
 def test_resolve_temperature() -> None:

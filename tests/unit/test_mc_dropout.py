@@ -13,6 +13,7 @@ from torchmetrics.functional.classification import multiclass_calibration_error
 from kdedge.metrics import calibration_bins
 from kdedge.models import build_model
 from kdedge.plots import reliability_diagram
+from kdedge.uncertainty.compare import compare_mc_dropout
 from kdedge.uncertainty import (
     NOT_APPLICABLE,
     McDropoutNotApplicable,
@@ -168,6 +169,8 @@ def test_mc_metrics_match_torchmetrics() -> None:
     x = images(200, seed=5)
     labels = torch.randint(0, 10, (200,), generator=torch.Generator().manual_seed(6))
     res = mc_dropout_predict(model, x, samples=10, batch_size=64)
+    # torchmetrics is an oracle only without saturated confidences (it bins conf == 1.0 apart, torchmetrics#3510)
+    assert bool((res.mean_probs.max(1).values < 1.0).all())
     m = mc_metrics(res, labels)
     tm = dict(num_classes=10, n_bins=10)
     assert m["ece"] == pytest.approx(float(multiclass_calibration_error(res.mean_probs, labels, norm="l1", **tm)),
@@ -189,6 +192,58 @@ def test_mupe_by_hand() -> None:
         mupe([0.5, 0.5], [0.5])
     with pytest.raises(ValueError, match="empty"):
         mupe([], [])
+
+
+def test_streams_draw_independent_masks() -> None:
+    model, x = make("mlp"), images(30, seed=4)
+    default = mc_dropout_predict(model, x, samples=6, seed=2)
+    assert default.stream == ""
+    a = mc_dropout_predict(model, x, samples=6, seed=2, stream="teacher")
+    b = mc_dropout_predict(model, x, samples=6, seed=2, stream="student")
+    assert not torch.equal(a.mean_probs, b.mean_probs) and not torch.equal(a.mean_probs, default.mean_probs)
+    assert torch.equal(a.mean_probs, mc_dropout_predict(model, x, samples=6, seed=2, stream="teacher").mean_probs)
+    with pytest.raises(ValueError, match="stream"):
+        mc_dropout_predict(model, x, samples=2, stream=3)  # type: ignore[arg-type]
+
+
+def _torch_dropout_confidence(model: nn.Module, x: torch.Tensor, samples: int, seed: int) -> torch.Tensor:
+    """The MC confidence with torch's own dropout (train mode; the MLP has no batch norm), one seed."""
+    torch.manual_seed(seed)
+    model.train()
+    with torch.no_grad():
+        mean = torch.stack([torch.softmax(model(x).double(), 1) for _ in range(samples)]).mean(0)
+    model.eval()
+    return mean.max(1).values
+
+
+def test_mupe_masks_independent_by_default_and_shared_on_request() -> None:
+    # a same-architecture pair with identical weights: the two models are one function, so MUPE measures
+    # only how the two MC estimates differ. Seed 000 compares independent MC estimates: MUPE must then
+    # match two independent torch-dropout runs of that model, not the ~0 of identical masks.
+    teacher, student = make("mlp"), make("mlp")
+    with torch.no_grad():
+        for m in (teacher, student):
+            m.classifier.weight.mul_(8)  # confidences away from uniform, so they vary across masks
+    assert all(torch.equal(p, q) for p, q in zip(teacher.parameters(), student.parameters()))
+    x, labels, n = images(400, seed=21), torch.arange(400) % 10, 20
+    models = {"teacher": teacher, "student": student}
+    independent = compare_mc_dropout(models, x, labels, samples=n, seed=0, device=torch.device("cpu"))
+    shared = compare_mc_dropout(models, x, labels, samples=n, seed=0, device=torch.device("cpu"), masks="shared")
+    assert (independent["masks"], shared["masks"]) == ("independent", "shared")
+    assert "common random numbers" in shared["masks_note"] and "seed 000" in independent["masks_note"]
+    assert shared["mupe"]["student"]["value"] == 0.0  # identical masks, identical outputs
+
+    # oracle: MUPE of independent draws with torch's nn.Dropout, averaged over 5 seed pairs
+    ref = sum(mupe(_torch_dropout_confidence(teacher, x, n, 2 * k), _torch_dropout_confidence(student, x, n, 2 * k + 1))
+              for k in range(5)) / 5
+    got = independent["mupe"]["student"]["value"]
+    assert ref > 1e-5 and 0.6 < got / ref < 1.6, (got, ref)
+    # and the delta method: E (c1 - c2)^2 ~ 2 Var(mean of n passes) = 2 s^2 / n, s^2 the per-pass variance
+    mc = mc_dropout_predict(teacher, x, samples=n, seed=0, stream="teacher")
+    delta = float((2 * mc.predicted_variance.double() * n / (n - 1) / n).mean())
+    assert 0.5 < got / delta < 1.5, (got, delta)
+    with pytest.raises(ValueError, match="masks must be one of"):
+        compare_mc_dropout(models, x, labels, samples=2, seed=0, device=torch.device("cpu"), masks="same")
 
 
 def test_reliability_overlay_of_mc_results(tmp_path: Path) -> None:
