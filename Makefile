@@ -13,9 +13,10 @@ FMNIST_DIR  ?= /usr/share/datasets/fashion-mnist
 
 BIN        := $(VENV)/bin
 CORE_STAMP := $(VENV)/.kdedge-core
+DEMO_STAMP := $(VENV)/.kdedge-demo
 DEV_STAMP  := $(VENV)/.kdedge-dev
 
-.PHONY: install install-dev demo test test-fast test-slow fmnist-data sshd clean
+.PHONY: install install-demo install-dev demo test test-fast test-slow fmnist-data sshd clean
 
 # the package and what it needs to run (the demo needs nothing more)
 $(CORE_STAMP): pyproject.toml
@@ -25,6 +26,12 @@ $(CORE_STAMP): pyproject.toml
 	$(BIN)/python -m pip install -e .
 	touch $(CORE_STAMP)
 
+# plus nvidia-modelopt (pure Python, ~20 s): the demo's `export --int8` then also writes the TensorRT-form
+# INT8 model (symmetric Q/DQ), the one a Jetson runs; without it that format is skipped with a note
+$(DEMO_STAMP): $(CORE_STAMP)
+	$(BIN)/python -m pip install -e ".[modelopt]"
+	touch $(DEMO_STAMP)
+
 # plus the test tools and extra offline datasets
 $(DEV_STAMP): $(CORE_STAMP)
 	$(BIN)/python -m pip install -e ".[dev]"
@@ -32,9 +39,11 @@ $(DEV_STAMP): $(CORE_STAMP)
 
 install: $(CORE_STAMP)
 
+install-demo: $(DEMO_STAMP)
+
 install-dev: $(DEV_STAMP)
 
-demo: install
+demo: install-demo
 	$(BIN)/kdedge distill recipes/demo.yaml
 	$(BIN)/kdedge export runs/demo --int8
 	$(BIN)/kdedge bench runs/demo

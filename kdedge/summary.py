@@ -1,12 +1,17 @@
-"""A run's summary as a rich table, read from the manifest alone.
+"""A run's summary for `kdedge show` and `kdedge distill`: the models table, read from the manifest alone,
+then (show) the exports recorded there and the bench report in RUN/bench.
 
 Metrics are rows and models are columns, so the table stays narrow (80 columns) as models are added.
+Names and paths from the run are escaped: rich would read `[...]` in them as markup.
 """
 
 from __future__ import annotations
 
+import json
 from typing import Any, Callable
 
+from rich.console import Group
+from rich.markup import escape
 from rich.table import Table
 
 from kdedge.layout import BASELINE, QAT_STUDENT, STUDENT, TEACHER
@@ -71,5 +76,51 @@ def run_summary_table(run: RunDir) -> Table:
         table.add_row("teacher", "not trained yet: run `kdedge train RECIPE`")
         return table
     for label, cell in _ROWS:
-        table.add_row(label, *(cell(stage, cal or {}) for _, stage, cal in columns))
+        table.add_row(label, *(_cell(cell, stage, cal or {}) for _, stage, cal in columns))
     return table
+
+
+def _cell(cell: Callable[[dict[str, Any], dict[str, Any]], str], stage: dict, cal: dict) -> str:
+    try:
+        return escape(cell(stage, cal))
+    except (KeyError, TypeError, ValueError):  # a field missing or of the wrong type in a hand-edited manifest
+        return "?"
+
+
+def exports_table(run: RunDir) -> Table | str:
+    """The exports recorded in the manifest: file, size and the parity gate of each model x format."""
+    exports = run.read_manifest().get("exports") or {}
+    if not exports:
+        return "exports: none yet (`kdedge export RUN --int8`)"
+    table = Table(title="exports (parity with the fp32 model on the test split)")
+    for column in ("model", "format", "file", "KiB", "agree", "Δ pt", "gate"):
+        table.add_column(column, justify="right" if column in ("KiB", "agree", "Δ pt") else "left")
+    for stage, formats in exports.items():
+        for name, entry in formats.items():
+            table.add_row(*(escape(v) for v in (stage, name, *_export_cells(entry))))
+    return table
+
+
+def _export_cells(entry: dict[str, Any]) -> list[str]:
+    try:
+        parity = entry.get("parity") or {}
+        gate = "failed, kept by --allow-drop" if entry.get("parity_failures") else "passed"
+        return [str(entry.get("file", "?")), f"{entry['bytes'] / 1024:.0f}", f"{parity['agreement']:.2%}",
+                f"{0.0 - parity['accuracy_drop'] * 100:+.2f}", gate]
+    except (KeyError, TypeError, ValueError):
+        return [str(entry.get("file", "?")), "?", "?", "?", "?"]
+
+
+def bench_summary(run: RunDir) -> Group | str:
+    """The bench report's table and where its files are, or why there is none."""
+    report_path = run.root / "bench" / "report.json"
+    if not report_path.is_file():
+        return "bench: no report yet (`kdedge bench RUN`)"
+    from kdedge.bench.report import terminal_table  # the report's own table (no training code)
+
+    try:
+        report = json.loads(report_path.read_text(encoding="utf-8"))
+        where = escape(f"bench report of {report.get('created', '?')}: {report_path.with_suffix('.md')} (+ report.json)")
+        return Group(terminal_table(report), where)
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return f"bench: {escape(str(report_path))} is unreadable or incomplete; rerun `kdedge bench RUN`"

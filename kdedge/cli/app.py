@@ -3,23 +3,70 @@ one line on stderr with exit code 2, never a traceback. The environment is read 
 
 from __future__ import annotations
 
+import errno
 import functools
 import os
 import sys
 from pathlib import Path
-from typing import Annotated, Callable, Optional
+from typing import Annotated, Any, Callable, Optional
 
 import typer
 from rich.console import Console
+from typer.core import TyperCommand, TyperGroup
 
+from kdedge import __version__
 from kdedge.choices import Device
 from kdedge.errors import KdedgeError
 
-app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
-                  help="Compress an image classifier for the edge, and prove it is still accurate, "
-                       "calibrated and fast.")
-recipe_app = typer.Typer(no_args_is_help=True, help="Check recipes and print their JSON schema.")
+
+class _PlainHelp:
+    """Help without typer's type tag on plain flags (`--resume <bool>`) and usage lines that read
+    `kdedge train [OPTIONS] RECIPE`, not `{recipe_file}`."""
+
+    def get_params(self, ctx):
+        params = super().get_params(ctx)
+        for param in params:
+            if getattr(param, "is_flag", False) and param.metavar is None:
+                param.metavar = ""  # a flag takes no value, so it shows none
+        return params
+
+    def collect_usage_pieces(self, ctx):
+        # typer wraps a required argument's name in braces; the metavar alone is the usual form
+        return [p[1:-1] if p.startswith("{") and p.endswith("}") else p for p in super().collect_usage_pieces(ctx)]
+
+
+class KdedgeCommand(_PlainHelp, TyperCommand):
+    pass
+
+
+class KdedgeGroup(_PlainHelp, TyperGroup):
+    pass
+
+
+class _App(typer.Typer):
+    def command(self, *args: Any, **kwargs: Any):
+        kwargs.setdefault("cls", KdedgeCommand)
+        return super().command(*args, **kwargs)
+
+
+app = _App(cls=KdedgeGroup, no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
+           help="Compress an image classifier for the edge, and prove it is still accurate, "
+                "calibrated and fast.")
+recipe_app = _App(cls=KdedgeGroup, no_args_is_help=True, help="Check recipes and print their JSON schema.")
 app.add_typer(recipe_app, name="recipe")
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        print(f"kdedge {__version__}")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _main(version: Annotated[bool, typer.Option("--version", is_eager=True, callback=_print_version,
+                                                help="Print kdedge's version and exit.")] = False) -> None:
+    pass
+
 
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
@@ -39,22 +86,96 @@ def fail(message: str, code: int = EXIT_USAGE) -> None:
 # interrupt there keeps what finished and leaves nothing half-written.
 RESUMABLE_COMMANDS = {"train", "distill", "sweep"}
 
+# Write failures the user fixes outside kdedge (permissions, a full disk): one line naming the file.
+_NOT_WRITABLE = {errno.EACCES, errno.EPERM, errno.EROFS}
+_NO_SPACE = {errno.ENOSPC, errno.EDQUOT}
+
+# The run directory the current command writes (set by open_recipe_run / note_run), so that a failure
+# can mark its unfinished stages as stopped instead of leaving them "running".
+_open_run: list[Path] = []
+
+
+def note_run(root: Path) -> None:
+    _open_run[:] = [Path(root)]
+
 
 def user_errors(fn: Callable) -> Callable:
-    interrupted = ("interrupted; the last finished epoch is checkpointed — rerun with --resume to continue"
-                   if fn.__name__ in RESUMABLE_COMMANDS else
-                   "interrupted; finished results are kept and nothing half-written was left — rerun to finish")
+    resumable = fn.__name__ in RESUMABLE_COMMANDS
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
+        _open_run.clear()
         try:
             return fn(*args, **kwargs)
         except KdedgeError as exc:
+            _mark_stopped("failed", exc.message)
             fail(exc.message, exc.exit_code)
-        except KeyboardInterrupt:
-            fail(interrupted, EXIT_INTERRUPTED)
+        except KeyboardInterrupt as exc:
+            _mark_stopped("interrupted", "interrupted (Ctrl-C)")
+            fail(interrupted_message(exc, resumable), EXIT_INTERRUPTED)
+        except OSError as exc:
+            message = os_error_message(exc)
+            _mark_stopped("failed", message or repr(exc))
+            if message is None:
+                raise
+            fail(message)
+        except Exception as exc:  # a bug: the traceback stays, but the run does not claim to be running
+            _mark_stopped("failed", repr(exc))
+            raise
 
     return wrapper
+
+
+def interrupted_message(exc: BaseException, resumable: bool) -> str:
+    """What an interrupt kept. The training loop tags its KeyboardInterrupt with the stage and how many
+    epochs were checkpointed (duck-typed: this module must not import the training stack)."""
+    if not resumable:
+        return "interrupted; finished results are kept and nothing half-written was left — rerun to finish"
+    stage, done, total = (getattr(exc, name, None) for name in ("stage", "epochs_done", "epochs"))
+    if stage is None:
+        return ("interrupted; finished stages are kept and an unfinished one keeps its last finished epoch, "
+                "if any — rerun with --resume to continue")
+    if done == 0:
+        return (f"interrupted in {stage} epoch 1/{total}, before any epoch finished: nothing of {stage} was "
+                "checkpointed yet (finished stages are kept) — rerun to start it again")
+    return (f"interrupted in {stage}; epoch {done}/{total} is checkpointed — rerun with --resume to continue "
+            "from there")
+
+
+def os_error_message(exc: OSError) -> str | None:
+    """One line for a file kdedge may not write or has no room for; None for other OS errors."""
+    where = exc.filename or "a run file"
+    if exc.filename and Path(exc.filename).name.startswith("."):
+        where = Path(exc.filename).parent  # kdedge's temp files and folders are hidden: name their directory
+    if exc.errno in _NOT_WRITABLE:
+        return (f"{where}: cannot write there ({exc.strerror}); make the directory writable, or set another "
+                "output_dir in the recipe (for a run: copy it somewhere writable)")
+    if exc.errno in _NO_SPACE:
+        return (f"{where}: {exc.strerror or 'no space left on device'}; nothing half-written was kept — free "
+                "some space, then rerun (training commands: with --resume)")
+    return None
+
+
+def _mark_stopped(status: str, why: str) -> None:
+    """Best effort: the stages this command left "running" say it stopped (a full disk may refuse even this)."""
+    if not _open_run:
+        return
+    from kdedge.run import RunDir
+
+    run = RunDir(_open_run[0])
+    try:
+        if not run.manifest_path.is_file():
+            return
+        stages = run.read_manifest().get("stages", {})
+        # only stages this process started: a command that failed to get the run's lock must not touch
+        # the stages of the command that holds it
+        stopped = {name: {**record, "status": status, "error": why} for name, record in stages.items()
+                   if isinstance(record, dict) and record.get("status") == "running"
+                   and record.get("pid") == os.getpid()}
+        if stopped:
+            run.update_manifest(stages=stopped)
+    except (KdedgeError, OSError):
+        pass
 
 
 def stage_context(device: str | None, threads: int | None):
@@ -73,4 +194,6 @@ def open_recipe_run(recipe, recipe_file: Path, device: str | None, threads: int 
     """The stage context and the (checked, not yet written) run directory of a recipe."""
     from kdedge.run import open_run
 
-    return stage_context(device, threads), open_run(recipe, recipe_file, force=force)
+    planned = open_run(recipe, recipe_file, force=force)
+    note_run(planned.run.root)
+    return stage_context(device, threads), planned

@@ -11,8 +11,9 @@ from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
-from kdedge.choices import BenchDevice
+from kdedge.choices import BenchDevice, MupeMasks
 from kdedge.cli.app import ThreadsOpt, app, stage_context, user_errors
 from kdedge.errors import KdedgeError
 
@@ -20,7 +21,7 @@ from kdedge.errors import KdedgeError
 @app.command()
 @user_errors
 def bench(
-    run_dir: Annotated[Path, typer.Argument(help="Run directory with exports (`kdedge export RUN --int8`).")],
+    run_dir: Annotated[Path, typer.Argument(metavar="RUN", help="Run directory with exports (`kdedge export RUN --int8`).")],
     device: Annotated[BenchDevice, typer.Option("--device", help="Where to measure.")] = "cpu",
     runtime: Annotated[Optional[str], typer.Option("--runtime", help="Comma list of torch, ort, ort-int8, trt "
                                                    "(default: every installed one for the device).")] = None,
@@ -28,6 +29,9 @@ def bench(
     batch: Annotated[int, typer.Option("--batch", min=1, help="Batch size of the throughput measurement.")] = 64,
     runs: Annotated[int, typer.Option("--runs", min=1, help="Timed runs per round (5 rounds, interleaved).")] = 20,
     mc_samples: Annotated[int, typer.Option("--mc-samples", min=0, help="MC-dropout passes (0 skips).")] = 100,
+    mupe_masks: Annotated[MupeMasks, typer.Option("--mupe-masks", help="Dropout masks behind MUPE: independent "
+                                                  "(each model its own, seed 000) or shared (identical where "
+                                                  "shapes match: lower variance, not comparable).")] = "independent",
     threads: ThreadsOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report JSON to stdout (tables go to stderr).")] = False,
     host: Annotated[Optional[str], typer.Option("--host", help="Run the bench on user@addr[:port] over SSH (your "
@@ -56,7 +60,7 @@ def bench(
     if as_json:
         ctx = dataclasses.replace(ctx, console=Console(stderr=True))  # stdout carries only the JSON
     options = BenchOptions(device=device, runtimes=runtime, batch=batch, runs=runs, threads=threads,
-                           mc_samples=mc_samples, test_data=test_data,
+                           mc_samples=mc_samples, mupe_masks=mupe_masks, test_data=test_data,
                            models=[m.strip() for m in models.split(",") if m.strip()] if models else None)
     if host is not None:
         from kdedge.remote.bench_job import RemoteOptions, bench_remote, parse_remote_kdedge, ssh_options
@@ -65,11 +69,14 @@ def bench(
         remote = RemoteOptions(target=SshTarget.parse(host, extra_options=ssh_options(ssh_option or [])),
                                kdedge=parse_remote_kdedge(remote_kdedge), connect_timeout=connect_timeout,
                                timeout=remote_timeout)
-        report = bench_remote(run_dir, ctx, options, remote)
+        from kdedge.lock import run_lock
+
+        with run_lock(run_dir):  # one writer per run: the report comes back into RUN/bench
+            report = bench_remote(run_dir, ctx, options, remote)
     else:
         report = bench_run(run_dir, ctx, options)
     ctx.print(terminal_table(report))
-    ctx.print(f"[green]report[/]: {run_dir / 'bench' / 'report.md'} (+ report.json, reliability PNGs)")
+    ctx.print(f"[green]report[/]: {escape(str(run_dir / 'bench' / 'report.md'))} (+ report.json, reliability PNGs)")
     if as_json:
         print(json.dumps(report, indent=2))
 

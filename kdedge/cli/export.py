@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+from rich.markup import escape
 
 from kdedge.choices import CalibMethod, Int8Quantization
 from kdedge.cli.app import ThreadsOpt, app, stage_context, user_errors
@@ -14,7 +15,7 @@ from kdedge.cli.app import ThreadsOpt, app, stage_context, user_errors
 @app.command()
 @user_errors
 def export(
-    run_dir: Annotated[Path, typer.Argument(help="Run directory made by `kdedge distill`.")],
+    run_dir: Annotated[Path, typer.Argument(metavar="RUN", help="Run directory made by `kdedge distill`.")],
     int8: Annotated[bool, typer.Option("--int8", help="fp32 ONNX + ONNX Runtime INT8 + TensorRT-form INT8 "
                                                       "(the last where nvidia-modelopt is installed).")] = False,
     format_: Annotated[Optional[list[str]], typer.Option("--format", "-f", help="Formats to write (repeat or "
@@ -45,7 +46,8 @@ def export(
     ctx = stage_context(None, threads)
     requested = list(format_ or [])
     if int8:
-        requested += int8_default(lambda why: ctx.print(f"[yellow]note[/]: {why}"))
+        # escaped: the install hint `pip install 'kdedge[modelopt]'` is not rich markup
+        requested += int8_default(lambda why: ctx.print(f"[yellow]note[/]: {escape(why)}"))
     formats = parse_formats(requested or ["onnx"])
     settings = export_settings(run_dir, min_agreement=min_agreement, max_accuracy_drop=max_drop,
                                calib_images=calib_images, calib_method=calib_method)

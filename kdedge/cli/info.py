@@ -15,18 +15,20 @@ from kdedge.errors import KdedgeError
 
 @app.command()
 @user_errors
-def show(run_dir: Annotated[Path, typer.Argument(help="Run directory.")]) -> None:
-    """Print a run's summary: data, stages, accuracy, calibration, timings."""
+def show(run_dir: Annotated[Path, typer.Argument(metavar="RUN", help="Run directory.")]) -> None:
+    """Print a run's summary: data, stages, accuracy, calibration, exports and the bench report."""
     from kdedge.run import RunDir
-    from kdedge.summary import run_summary_table
+    from kdedge.summary import bench_summary, exports_table, run_summary_table
 
-    Console().print(run_summary_table(RunDir(run_dir)))
+    run, console = RunDir(run_dir), Console()
+    for part in (run_summary_table(run), exports_table(run), bench_summary(run)):
+        console.print(part)
 
 
 @app.command("list")
 @user_errors
 def list_registered(
-    what: Annotated[str, typer.Argument(help="models | datasets | formats")],
+    what: Annotated[str, typer.Argument(metavar="WHAT", help="models | datasets | formats")],
 ) -> None:
     """List the registered models or datasets, or the export formats."""
     from kdedge.data import DATASETS
@@ -47,7 +49,7 @@ def list_registered(
 
 @recipe_app.command("check")
 @user_errors
-def recipe_check(recipe_file: Annotated[Path, typer.Argument(help="YAML recipe.")]) -> None:
+def recipe_check(recipe_file: Annotated[Path, typer.Argument(metavar="RECIPE", help="YAML recipe.")]) -> None:
     """Validate a recipe without running anything."""
     from kdedge.recipe import load_recipe
 

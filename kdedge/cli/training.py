@@ -6,15 +6,17 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+from rich.markup import escape
 
 from kdedge.cli.app import DeviceOpt, ForceOpt, ResumeOpt, ThreadsOpt, app, open_recipe_run, stage_context, user_errors
 from kdedge.errors import KdedgeError
+from kdedge.lock import run_lock
 
 
 @app.command()
 @user_errors
 def train(
-    recipe_file: Annotated[Path, typer.Argument(help="YAML recipe (see recipes/).")],
+    recipe_file: Annotated[Path, typer.Argument(metavar="RECIPE", help="YAML recipe (see recipes/).")],
     resume: ResumeOpt = False,
     force: ForceOpt = False,
     device: DeviceOpt = None,
@@ -22,20 +24,22 @@ def train(
 ) -> None:
     """Train the recipe's teacher into <output_dir>/<name>/teacher/ (reused when already finished)."""
     from kdedge.recipe import load_recipe
+    from kdedge.run import lock_recipe_run
     from kdedge.stages.teacher import train_teacher
 
     recipe = load_recipe(recipe_file)
-    ctx, planned = open_recipe_run(recipe, recipe_file, device, threads, force)
-    summary = train_teacher(recipe, planned, ctx, resume=resume)
+    with lock_recipe_run(recipe):  # one writer per run
+        ctx, planned = open_recipe_run(recipe, recipe_file, device, threads, force)
+        summary = train_teacher(recipe, planned, ctx, resume=resume)
     run = planned.run
     ctx.print(f"[bold green]teacher done[/]: test accuracy {summary['test']['accuracy']:.4f}, "
-              f"NLL {summary['test']['nll']:.4f}, ECE {summary['test']['ece']:.4f} -> {run.root}")
+              f"NLL {summary['test']['nll']:.4f}, ECE {summary['test']['ece']:.4f} -> {escape(str(run.root))}")
 
 
 @app.command()
 @user_errors
 def distill(
-    recipe_file: Annotated[Path, typer.Argument(help="YAML recipe with student: and distill: sections.")],
+    recipe_file: Annotated[Path, typer.Argument(metavar="RECIPE", help="YAML recipe with student: and distill: sections.")],
     resume: ResumeOpt = False,
     force: ForceOpt = False,
     device: DeviceOpt = None,
@@ -43,19 +47,21 @@ def distill(
 ) -> None:
     """Train (or reuse) the teacher, fit its temperature if asked, distil the student and train its no-KD baseline."""
     from kdedge.recipe import load_recipe
+    from kdedge.run import lock_recipe_run
     from kdedge.stages.distill import distill as run_distill
     from kdedge.summary import run_summary_table
 
     recipe = load_recipe(recipe_file)
-    ctx, planned = open_recipe_run(recipe, recipe_file, device, threads, force)
-    run_distill(recipe, planned, ctx, resume=resume)
+    with lock_recipe_run(recipe):  # one writer per run
+        ctx, planned = open_recipe_run(recipe, recipe_file, device, threads, force)
+        run_distill(recipe, planned, ctx, resume=resume)
     ctx.print(run_summary_table(planned.run))
 
 
 @app.command()
 @user_errors
 def sweep(
-    recipe_file: Annotated[Path, typer.Argument(help="YAML recipe with student: and distill: sections.")],
+    recipe_file: Annotated[Path, typer.Argument(metavar="RECIPE", help="YAML recipe with student: and distill: sections.")],
     set_: Annotated[Optional[str], typer.Option("--set", help="FIELD=VALUES, e.g. distill.losses[0].temperature=1:20 "
                                                               "or student.model.widths=[32],[64] (else the recipe's sweep:)")] = None,
     ensemble: Annotated[bool, typer.Option("--ensemble", help="Also vote the students as ensembles.")] = False,
@@ -69,6 +75,7 @@ def sweep(
 ) -> None:
     """One student per value of a recipe field (teacher and baseline reused); table + plot of accuracy."""
     from kdedge.recipe import load_recipe, with_sweep
+    from kdedge.run import lock_recipe_run
     from kdedge.stages.distill import distill as run_distill
 
     recipe = load_recipe(recipe_file)
@@ -76,14 +83,15 @@ def sweep(
         recipe = with_sweep(recipe, set_, ensemble=ensemble, mc_dropout=mc_dropout, source=str(recipe_file))
     elif recipe.sweep is None:
         raise KdedgeError(f"{recipe_file}: no sweep: section; pass --set FIELD=VALUES")
-    ctx, planned = open_recipe_run(recipe, recipe_file, device, threads, force)
-    run_distill(recipe, planned, ctx, resume=resume)
+    with lock_recipe_run(recipe):  # one writer per run
+        ctx, planned = open_recipe_run(recipe, recipe_file, device, threads, force)
+        run_distill(recipe, planned, ctx, resume=resume)
 
 
 @app.command()
 @user_errors
 def calibrate(
-    run_dir: Annotated[Path, typer.Argument(help="Run directory made by `kdedge train`.")],
+    run_dir: Annotated[Path, typer.Argument(metavar="RUN", help="Run directory made by `kdedge train`.")],
     device: DeviceOpt = None,
     threads: ThreadsOpt = None,
 ) -> None:
@@ -92,7 +100,8 @@ def calibrate(
     from kdedge.stages.temperature import calibrate_teacher
 
     ctx = stage_context(device, threads)
-    result = calibrate_teacher(RunDir(run_dir), ctx)
+    with run_lock(run_dir):  # one writer per run
+        result = calibrate_teacher(RunDir(run_dir), ctx)
     before, after = result["before"]["test"], result["after"]["test"]
     ctx.print(f"[bold green]calibrated[/]: T* = {result['temperature']:.4f}; test ECE {before['ece']:.4f} -> "
               f"{after['ece']:.4f}, NLL {before['nll']:.4f} -> {after['nll']:.4f}")

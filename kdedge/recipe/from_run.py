@@ -20,7 +20,9 @@ def teacher_from_run(recipe: Recipe, source: str) -> Recipe:
         manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
         theirs = manifest["recipe"]["teacher"]
         finished = manifest.get("stages", {}).get("teacher", {}).get("status") == "complete"
-    except (OSError, ValueError, KeyError, TypeError):
+        if not isinstance(theirs, dict):
+            raise TypeError("recipe.teacher is not a mapping")
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):  # unreadable, or fields of the wrong type
         raise KdedgeError(f"{source}: teacher.from_run: {root} is not a kdedge run with a teacher "
                           f"(no readable {manifest_path}); train it first with `kdedge train`") from None
     if not finished:
@@ -29,7 +31,7 @@ def teacher_from_run(recipe: Recipe, source: str) -> Recipe:
     mine = recipe.teacher
     for key in ("model", "train"):
         given = getattr(mine, key)
-        if given is not None and without_unhashed(given.model_dump(mode="json")) != without_unhashed(theirs[key]):
+        if given is not None and without_unhashed(given.model_dump(mode="json")) != without_unhashed(theirs.get(key)):
             raise KdedgeError(f"{source}: teacher.{key}: differs from the teacher of {root}; "
                               f"remove teacher.{key} (it is read from that run) or drop from_run")
     try:

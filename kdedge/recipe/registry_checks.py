@@ -11,7 +11,7 @@ from typing import Any
 
 from kdedge.errors import KdedgeError
 from kdedge.options import OptionError, check_options
-from kdedge.recipe.messages import dotted
+from kdedge.recipe.messages import did_you_mean, dotted
 from kdedge.recipe.schema import DataConfig, Recipe
 
 
@@ -51,9 +51,9 @@ def _check_losses(recipe: Recipe, source: str) -> None:
         except OptionError as exc:
             field = f"{path}.{dotted(exc.loc)}"
             if exc.is_unknown_key:
-                allowed = ["name", "weight", *exc.allowed]
-                raise KdedgeError(f"{source}: {field}: unknown key for loss {spec.name!r}; "
-                                  f"allowed: {', '.join(allowed)}") from None
+                allowed = ["name", "weight", "warmup_epochs", *exc.allowed]
+                raise KdedgeError(f"{source}: {field}: unknown key for loss {spec.name!r}"
+                                  f"{did_you_mean(str(exc.loc[-1]), allowed)}; allowed: {', '.join(allowed)}") from None
             raise KdedgeError(f"{source}: {field}: {exc.message} (got {exc.value!r})") from None
         if loss.needs_labels and not labeled:
             raise KdedgeError(f"{source}: {path}.name: loss {spec.name!r} needs labels but distill.transfer is "
@@ -80,7 +80,8 @@ def _check_options(registry, name: str, options: dict, fixed: frozenset, path: s
         field = f"{path}.{dotted(exc.loc)}"
         if exc.is_unknown_key:
             allowed = own_keys + [f"{k} ({registry.kind} option)" for k in exc.allowed]
-            raise KdedgeError(f"{source}: {field}: unknown key for {registry.kind} {name!r}; "
+            suggestion = did_you_mean(str(exc.loc[-1]), [*own_keys, *exc.allowed])
+            raise KdedgeError(f"{source}: {field}: unknown key for {registry.kind} {name!r}{suggestion}; "
                               f"allowed: {', '.join(allowed)}") from None
         raise KdedgeError(f"{source}: {field}: {exc.message} (got {exc.value!r})") from None
 

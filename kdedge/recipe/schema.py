@@ -9,10 +9,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Optional
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_serializer, model_validator
 
-from kdedge.choices import (CALIBRATED, CalibMethod, Device, Optimizer, QuantBackend, QuantInit, QuantMode,
-                            Schedule)
+from kdedge.choices import (CALIBRATED, CalibMethod, Device, MupeMasks, Optimizer, QuantBackend, QuantInit,
+                            QuantMode, Schedule)
 from kdedge.recipe.hashing import recipe_hash
 
 
@@ -31,7 +31,8 @@ class DataConfig(BaseModel):
     model_config = ConfigDict(extra="allow", frozen=True, strict=True)
 
     dataset: str = Field(description="registered dataset name (kdedge list datasets)")
-    root: Optional[Path] = Field(None, strict=False, description="directory holding the dataset files")
+    root: Optional[Path] = Field(None, strict=False, description="directory holding the dataset files; a relative "
+                                 "path is relative to the recipe file (data travels with the recipe)")
     val_fraction: float = Field(0.1, gt=0, lt=1, description="share of train held out for validation")
     split_seed: int = Field(0, ge=0, description="seed of the stratified train/validation split")
 
@@ -110,9 +111,9 @@ class TeacherConfig(_Strict):
     train: Optional[TrainConfig] = None
     calibrate: bool = Field(False, description="fit the teacher's temperature T* on the validation split "
                                                "before distilling (implied by temperature: calibrated)")
-    from_run: Optional[Path] = Field(None, strict=False,
-                                     description="reuse the finished teacher of this run directory (same data); "
-                                                 "its model and training are read from that run")
+    from_run: Optional[Path] = Field(None, strict=False, description="reuse the finished teacher of this run "
+                                     "directory (relative to the working directory, same data); its model and "
+                                     "training are read from that run")
 
     @model_validator(mode="after")
     def _check(self) -> "TeacherConfig":
@@ -128,10 +129,20 @@ class LossSpec(BaseModel):
 
     name: str = Field(description="registered loss name (kdedge.losses)")
     weight: float = Field(1.0, ge=0, allow_inf_nan=False, description="weight of this term in the total loss")
+    warmup_epochs: int = Field(0, ge=0, le=10_000, description="scale the weight by min(epoch / warmup_epochs, 1), "
+                               "epochs counted from 1 (DKD's warm-up: 20); 0 = full weight from the start")
 
     @property
     def options(self) -> dict[str, Any]:
         return dict(self.model_extra or {})
+
+    @model_serializer(mode="wrap")
+    def _dump(self, handler: Any) -> dict[str, Any]:
+        # no warm-up is dumped as before the field existed (existing runs keep their hash); one that is set
+        out = handler(self)  # shapes the weights, so it is in the dict and the hash
+        if out.get("warmup_epochs") == 0:
+            del out["warmup_epochs"]
+        return out
 
 
 class ReducedTransfer(_Strict):
@@ -176,6 +187,8 @@ class SweepConfig(_Strict):
     mc_dropout: int = Field(0, ge=0, le=10_000,
                             description="MC-dropout passes on the teacher and every sweep student, with MUPE and "
                                         "overlaid MC reliability curves (seed 000's uncertainty transfer); 0 = off")
+    mupe_masks: MupeMasks = Field("independent", description="MUPE's dropout masks: independent (seed 000) or "
+                                  "shared (identical where shapes match: lower variance, not comparable)")
 
 
 class QuantConfig(_Strict):
@@ -226,7 +239,8 @@ class Recipe(_Strict):
                       description="run name: outputs go to <output_dir>/<name>")
     seed: int = Field(0, ge=0, le=2**31 - 1)
     device: Device = "auto"
-    output_dir: Path = Field(Path("runs"), strict=False)
+    output_dir: Path = Field(Path("runs"), strict=False, description="runs go to <output_dir>/<name>; relative "
+                             "to the working directory (like every command's RUN argument)")
     data: DataConfig
     teacher: TeacherConfig
     student: Optional[RoleConfig] = None
@@ -251,6 +265,11 @@ class Recipe(_Strict):
                              "(it trains the student under fake quantization with the KD losses)")
         if (self.sweep or self.chain or self.symmetry) and self.distill is None:
             raise ValueError("sweep, chain and symmetry need a distill: section")
+        for i, loss in enumerate(self.distill.losses if self.distill else []):
+            if loss.warmup_epochs > self.student.train.epochs:
+                raise ValueError(f"distill.losses[{i}].warmup_epochs ({loss.warmup_epochs}) is longer than "
+                                 f"student.train.epochs ({self.student.train.epochs}): the loss would never reach "
+                                 "its weight; lower it (the DKD paper warms up over 20 of 240 epochs)")
         if (self.chain or self.symmetry) and any(loss.name == "hint" for loss in self.distill.losses):
             raise ValueError("chain and symmetry distil between other architectures than teacher -> student, "
                              "so their hint paths would not apply; use logit losses (hinton, dkd) with them")

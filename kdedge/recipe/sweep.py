@@ -64,7 +64,17 @@ def parse_sweep_values(spec: str) -> list[Any]:
     items = [item.strip() for item in spec.split(",") if item.strip()]
     if not items:
         raise KdedgeError(f"--set: no values in {spec!r}; write e.g. 1:20 or 1,2,4,8")
-    return [read_scalar(item) for item in items]
+    return [_read_value(item) for item in items]
+
+
+def _read_value(item: str) -> Any:
+    try:
+        return read_scalar(item)
+    except yaml.YAMLError as exc:
+        problem = getattr(exc, "problem", None) or type(exc).__name__
+        raise KdedgeError(f"--set: value {item!r} is not valid YAML ({problem}); commas separate the values, "
+                          "so a value cannot hold one (e.g. [32],[64] for two one-item lists; a list of several "
+                          "items goes in the recipe's sweep: section), and strings with YAML symbols need quotes") from None
 
 
 def with_sweep_dict(raw: dict, assignment: str, *, ensemble: bool, mc_dropout: int) -> dict:

@@ -5,18 +5,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from kdedge.errors import KdedgeError
-from kdedge.io import atomic_path
+from kdedge.io import save_torch
 from kdedge.modelfile import load_torch_file
 
 CHECKPOINT_FORMAT = "kdedge-checkpoint-1"
 
 
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
-    with atomic_path(path) as tmp:
-        torch.save({"format": CHECKPOINT_FORMAT, **state}, tmp)
+    save_torch(path, {"format": CHECKPOINT_FORMAT, **state})
 
 
 def load_checkpoint(path: Path, *, fingerprint: str) -> dict[str, Any]:

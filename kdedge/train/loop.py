@@ -77,15 +77,17 @@ def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
 def fit(model: nn.Module, step: StepFn, *, data: TrainingData, cfg: TrainConfig, seed: int,
         device: torch.device, out_dir: Path, fingerprint: str, resume_state: dict[str, Any] | None = None,
         console: Console | None = None, label: str = "teacher",
-        extra_modules: nn.Module | None = None) -> FitResult:
+        extra_modules: nn.Module | None = None, stage: str | None = None) -> FitResult:
     """Train `model` with `step` for cfg.epochs, checkpointing each epoch into out_dir.
 
     `fingerprint` ties checkpoints to one configuration, so a resume never mixes two.
     `resume_state` is a checkpoint already read by `read_resume_state` (read before the caller writes
     anything, so a corrupt checkpoint fails cleanly). `label` is the recipe role (teacher, student, ...)
-    and names the fields in messages. `extra_modules` (e.g. feature adapters) are trained with the
-    model and saved in its checkpoints, but are not part of the final model.
+    and names the fields in messages; `stage` (baseline, student_qat, ...; default: label) names the
+    model in progress lines. `extra_modules` (e.g. feature adapters) are trained with the model and
+    saved in its checkpoints, but are not part of the final model.
     """
+    shown = stage or label
     channels_last = cfg.channels_last and uses_conv(model)
     model.to(device)
     if channels_last:
@@ -108,7 +110,7 @@ def fit(model: nn.Module, step: StepFn, *, data: TrainingData, cfg: TrainConfig,
         result.history = list(state["history"])
         start_epoch = result.resumed_from_epoch = int(state["epoch"])
         if console:
-            console.print(f"[cyan]{label}[/]: resuming after epoch {start_epoch}/{cfg.epochs}")
+            console.print(f"[cyan]{shown}[/]: resuming after epoch {start_epoch}/{cfg.epochs}")
             was = (state.get("device"), state.get("threads"))
             if was != (str(device), torch.get_num_threads()):
                 console.print(f"[yellow]warning[/]: the checkpoint was written on {was[0]} with {was[1]} threads, "
@@ -121,24 +123,34 @@ def fit(model: nn.Module, step: StepFn, *, data: TrainingData, cfg: TrainConfig,
     augmentation = AugmentSpec(cfg.crop_padding, data.hflip_ok) if cfg.augment else None
 
     progress = _progress(console)
-    with progress:
-        task = progress.add_task(label, total=steps_per_epoch, epoch="", stats="")
-        for epoch in range(start_epoch, cfg.epochs):
-            progress.reset(task, total=steps_per_epoch, epoch=f"{epoch + 1}/{cfg.epochs}", stats="")
-            record = _train_epoch(
-                model, step, optimizer, data.train, mean, std, cfg=cfg, epoch=epoch, seed=seed,
-                bounds=bounds, augmentation=augmentation, channels_last=channels_last,
-                progress=progress, task=task, label=label)
-            if (epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs:
-                record.update(_evaluate(model, data, cfg, device))
-            result.history.append(record)
-            save_checkpoint(ckpt_path, {
-                "epoch": epoch + 1, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                "history": result.history, "fingerprint": fingerprint,
-                "extra": extra_modules.state_dict() if extra_modules is not None else {},
-                "device": str(device), "threads": torch.get_num_threads()})
-            if console:
-                console.print(_epoch_line(label, record, cfg.epochs))
+    checkpointed = start_epoch
+    try:
+        with progress:
+            task = progress.add_task(shown, total=steps_per_epoch, epoch="", stats="")
+            for epoch in range(start_epoch, cfg.epochs):
+                progress.reset(task, total=steps_per_epoch, epoch=f"{epoch + 1}/{cfg.epochs}", stats="")
+                if hasattr(step, "start_epoch"):  # per-loss weight warm-ups (distill_step), epochs from 1
+                    step.start_epoch(epoch + 1)
+                record = _train_epoch(
+                    model, step, optimizer, data.train, mean, std, cfg=cfg, epoch=epoch, seed=seed,
+                    bounds=bounds, augmentation=augmentation, channels_last=channels_last,
+                    progress=progress, task=task, label=label)
+                if (epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs:
+                    record.update(_evaluate(model, data, cfg, device))
+                result.history.append(record)
+                save_checkpoint(ckpt_path, {
+                    "epoch": epoch + 1, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                    "history": result.history, "fingerprint": fingerprint,
+                    "extra": extra_modules.state_dict() if extra_modules is not None else {},
+                    "device": str(device), "threads": torch.get_num_threads()})
+                checkpointed = epoch + 1
+                if console:
+                    console.print(_epoch_line(shown, record, cfg.epochs))
+    except KeyboardInterrupt as exc:
+        # what the interrupt kept, for the CLI's message (kdedge.cli.app.interrupted_message): promise a
+        # checkpoint only when an epoch of this model was written
+        exc.stage, exc.epochs_done, exc.epochs = shown, checkpointed, cfg.epochs
+        raise
     model.eval()
     return result
 
