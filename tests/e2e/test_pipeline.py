@@ -64,11 +64,18 @@ def test_demo_qat_recipe_and_its_exports(tmp_path: Path):
     recipe = _copy_recipe(REPO / "recipes" / "demo_qat.yaml", tmp_path, output_dir=str(tmp_path / "runs"))
     kdedge("distill", str(recipe), cwd=tmp_path)
     run = tmp_path / "runs" / "demo_qat"
-    kdedge("export", str(run), "--int8", "--models", "student_qat", cwd=tmp_path)
+    kdedge("export", str(run), "--format", "onnx-int8-trt", "--models", "student_qat", cwd=tmp_path)
     entry = json.loads((run / "manifest.json").read_text())["exports"]["student_qat"]
     assert entry["onnx-int8-trt"]["qdq"]["zero_points_all_zero"]
     assert entry["onnx-int8-trt"]["quantization"].startswith("QAT scales")
     assert entry["onnx-int8-trt"]["parity"]["agreement"] >= 0.99
+    # ORT's own INT8 of the QAT student is PTQ of its weights, and its agreement depends on the CPU's INT8
+    # kernels: >= 99 % on an AVX2-only host, 98.6 % on this AVX-512 VNNI one (f9ba0ea alike). So it is
+    # kept with --allow-drop here and its gate numbers checked as recorded, not the threshold.
+    kdedge("export", str(run), "--format", "onnx-int8", "--models", "student_qat", "--allow-drop", cwd=tmp_path)
+    ort_int8 = json.loads((run / "manifest.json").read_text())["exports"]["student_qat"]["onnx-int8"]
+    assert ort_int8["parity"]["agreement"] >= 0.95
+    assert ort_int8["parity_failures"] == [] or ort_int8["parity"]["agreement"] < 0.99
 
 
 @pytest.mark.parametrize("name,reports", [
