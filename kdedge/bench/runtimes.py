@@ -63,6 +63,7 @@ class Runtime:
     install: str                # how to get it
     factory: Callable[[Runtime, BenchModel], Predictor | None]  # None: nothing of this model to run here
     needs_cuda: bool = False    # left out of the default set when torch sees no CUDA GPU
+    default: bool = True        # in the default set (no --runtime) when installed; else only when named
 
     def predictor(self, model: BenchModel) -> Predictor | None:
         return self.factory(self, model)
@@ -106,13 +107,13 @@ RUNTIMES: dict[str, Runtime] = {r.name: r for r in (
 
 
 def parse_runtimes(names: str | None, device: str) -> list[Runtime]:
-    """The runtimes asked for (default: every one that fits the device and is installed)."""
+    """The runtimes asked for (default: every default runtime that fits the device and is installed)."""
     from importlib.util import find_spec
 
     if names is None:
         # a runtime that needs CUDA is left out of the default set without it (asked for by name, it
         # says what is missing)
-        return [r for r in RUNTIMES.values() if device in r.devices and find_spec(r.module) is not None
+        return [r for r in RUNTIMES.values() if r.default and device in r.devices and find_spec(r.module) is not None
                 and (not r.needs_cuda or torch.cuda.is_available())]
     chosen = []
     for name in (n.strip() for n in names.split(",") if n.strip()):

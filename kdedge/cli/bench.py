@@ -23,8 +23,8 @@ from kdedge.errors import KdedgeError
 def bench(
     run_dir: Annotated[Path, typer.Argument(metavar="RUN", help="Run directory with exports (`kdedge export RUN --int8`).")],
     device: Annotated[BenchDevice, typer.Option("--device", help="Where to measure.")] = "cpu",
-    runtime: Annotated[Optional[str], typer.Option("--runtime", help="Comma list of torch, ort, ort-int8, trt "
-                                                   "(default: every installed one for the device).")] = None,
+    runtime: Annotated[Optional[str], typer.Option("--runtime", help="Comma list of runtimes (`kdedge list runtimes`; "
+                                                   "default: every installed default one for the device).")] = None,
     models: Annotated[Optional[str], typer.Option("--models", help="Comma list (default: every exported model).")] = None,
     batch: Annotated[int, typer.Option("--batch", min=1, help="Batch size of the throughput measurement.")] = 64,
     runs: Annotated[int, typer.Option("--runs", min=1, help="Timed runs per round (5 rounds, interleaved).")] = 20,

@@ -28,21 +28,30 @@ def show(run_dir: Annotated[Path, typer.Argument(metavar="RUN", help="Run direct
 @app.command("list")
 @user_errors
 def list_registered(
-    what: Annotated[str, typer.Argument(metavar="WHAT", help="models | datasets | formats")],
+    what: Annotated[str, typer.Argument(metavar="WHAT", help="models | datasets | losses | formats | runtimes")],
 ) -> None:
-    """List the registered models or datasets, or the export formats."""
-    from kdedge.data import DATASETS
-    from kdedge.models import MODELS
+    """List the registered models, datasets or losses, the export formats or the bench runtimes."""
+    from kdedge.markdown import markdown_table
 
     if what == "formats":
         from kdedge.export.formats import formats_table
-        from kdedge.markdown import markdown_table
 
         print(markdown_table(["format", "file", "runtime", "what for", "install"], formats_table()))
         return
-    registries = {"models": MODELS, "datasets": DATASETS}
+    if what == "runtimes":
+        from kdedge.bench.runtimes import RUNTIMES
+
+        rows = [[r.name, r.export_format or "the torch model", ", ".join(r.devices), r.module,
+                 "yes" if r.default else "only with --runtime"] for r in RUNTIMES.values()]
+        print(markdown_table(["runtime", "runs", "devices", "needs", "in the default set"], rows))
+        return
+    from kdedge.data import DATASETS
+    from kdedge.losses import LOSSES
+    from kdedge.models import MODELS
+
+    registries = {"models": MODELS, "datasets": DATASETS, "losses": LOSSES}
     if what not in registries:
-        raise KdedgeError(f"list: unknown kind {what!r}; allowed: {', '.join(registries)}, formats")
+        raise KdedgeError(f"list: unknown kind {what!r}; allowed: {', '.join(registries)}, formats, runtimes")
     for name in registries[what].names():
         print(name)
 

@@ -19,7 +19,8 @@ class ExportFormat:
     name: str
     suffix: str       # file name = <model stage>/model<suffix>
     runtime: str
-    int8: bool        # gated against the fp32 reference; else it is checked against torch itself
+    gated: bool       # checked against the fp32 reference through the parity gate (INT8, fp16, ...);
+                      # False only for the reference itself, which is checked against torch
     purpose: str
     produce: Callable[[ExportJob], dict[str, Any]]               # writes job.out; extra manifest fields
     settings: Callable[[ExportOptions, bool], dict[str, Any]]    # (options, own_scales): what shapes it
@@ -68,7 +69,7 @@ def parse_formats(names: list[str]) -> list[ExportFormat]:
         while source is not None:
             wanted.append(source)
             source = FORMATS[source].built_from
-    if any(FORMATS[n].int8 for n in wanted):
+    if any(FORMATS[n].gated for n in wanted):
         wanted.append(REFERENCE)
     return [f for name, f in FORMATS.items() if name in wanted]
 

@@ -38,7 +38,7 @@ class ExportOptions:
     def settings(self, fmt: ExportFormat, *, own_scales: bool) -> dict[str, Any]:
         """What shapes the artifact: a recorded export with other settings is not reused. `own_scales`:
         the model is a QAT student, which carries its own INT8 scales."""
-        gate = {"parity_thresholds": asdict(self.thresholds)} if fmt.int8 else {}
+        gate = {"parity_thresholds": asdict(self.thresholds)} if fmt.gated else {}
         return {**gate, **fmt.settings(self, own_scales)}
 
 

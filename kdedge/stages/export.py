@@ -108,7 +108,7 @@ def export_table(run_root: Path, exports: dict[str, Any]):
     for stage, formats in exports.items():
         for name, entry in formats.items():
             p = entry["parity"]
-            fp32 = name in FORMATS and not FORMATS[name].int8
+            fp32 = name in FORMATS and not FORMATS[name].gated
             gate = "fp32" if fp32 else ("passed" if not entry["parity_failures"] else "[yellow]allowed[/]")
             table.add_row(stage, name, f"{entry['bytes'] / 1024:.0f}", f"{p['agreement']:.2%}",
                           f"{p['accuracy']:.4f}", f"{0.0 - p['accuracy_drop'] * 100:+.2f}", gate)
@@ -203,7 +203,7 @@ def _export_one(run: RunDir, ctx: StageContext, inputs: _ModelInputs, fmt: Expor
     record = exports.get(stage, {}).get(fmt.name)
     if record and record.get("settings") == settings and _recorded_artifact(run, stage, fmt, record):
         ctx.print(f"[green]{stage}[/] {fmt.name}: up to date ({path.name})")
-        if not fmt.int8:
+        if not fmt.gated:
             refs.fp32_onnx[stage] = refs.onnx_logits(path)
         return
     if record and not options.force:
@@ -229,7 +229,7 @@ def _export_one(run: RunDir, ctx: StageContext, inputs: _ModelInputs, fmt: Expor
             raise KdedgeError(f"{stage} {fmt.name}: refused by the parity gate on {result.images} test images: "
                               f"{'; '.join(failures)}; nothing written. Calibrate on more images "
                               "(--calib-images), try --calib-method percentile|entropy, or pass --allow-drop")
-    if not fmt.int8:
+    if not fmt.gated:
         refs.fp32_onnx[stage] = refs.last_fp32
     entry = {
         "file": str(path.relative_to(run.root)), "format": fmt.name, "runtime": fmt.runtime,
@@ -256,7 +256,7 @@ def _check(inputs: _ModelInputs, fmt: ExportFormat, tmp: Path, refs: _References
            extra: dict[str, Any]) -> tuple[Parity, list[str]]:
     """fp32 against torch (within FP32_TOLERANCE, else refused outright); INT8 against the fp32 ONNX,
     through the parity gate."""
-    if not fmt.int8:
+    if not fmt.gated:
         reference = refs.torch_logits(inputs.fp32)
         candidate = refs.onnx_logits(tmp)
         refs.last_fp32 = candidate
