@@ -27,9 +27,12 @@ def main() -> None:
         # click's UsageError family (vendored by newer typer): duck-typed to avoid private imports
         if not (hasattr(exc, "format_message") and isinstance(getattr(exc, "exit_code", None), int)):
             raise
-        message = " ".join(exc.format_message().split())
+        # pydantic's prefix on a Literal choice ("Value error, 'x' is not one of ...") says nothing to a user
+        message = " ".join(exc.format_message().split()).replace("Value error, ", "")
+        ctx = getattr(exc, "ctx", None)
+        where = getattr(ctx, "command_path", None) or "kdedge"  # the subcommand's help has the option
         if message:  # empty when the help was shown because no arguments were given
-            print(f"kdedge: error: {message} (see kdedge --help)", file=sys.stderr)
+            print(f"kdedge: error: {message} (see {where} --help)", file=sys.stderr)
         sys.exit(exc.exit_code)
     except typer.Exit as exc:
         sys.exit(exc.exit_code)

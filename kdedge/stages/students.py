@@ -16,7 +16,7 @@ from kdedge.data import ImageData
 from kdedge.data.training import TrainingData
 from kdedge.data.transfer import reduce_per_class, with_labels
 from kdedge.errors import KdedgeError
-from kdedge.layout import finished_record, stale_fingerprint
+from kdedge.layout import finished_record, stale_fingerprint, verified_model_file
 from kdedge.losses import LOSSES, resolve_temperature
 from kdedge.recipe import Recipe, RoleConfig
 from kdedge.run import RunDir
@@ -143,6 +143,7 @@ def reuse_or_resume(run: RunDir, stage: str, fingerprint: str, ctx: StageContext
     record = finished_record(run, stage)
     if record:
         stale_fingerprint(run, stage, record, fingerprint)  # reuse only what this recipe would train
+        verified_model_file(run, stage)  # and only the bytes that were written
         ctx.print(f"[green]{stage}[/]: reusing the finished model (test accuracy {record['test']['accuracy']:.4f})")
         return record, None
     return None, resume_state_for(run, stage, fingerprint, resume=resume)

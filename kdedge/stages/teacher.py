@@ -10,7 +10,7 @@ from rich.markup import escape
 from kdedge.errors import KdedgeError
 from kdedge.io import write_bytes
 from kdedge.layout import (METRICS_FILE, MODEL_FILE, MODEL_SHA256, RELIABILITY_FILE, TEACHER as STAGE,
-                           TEMPERATURE_FILE, finished_record, run_file, stale_fingerprint)
+                           TEMPERATURE_FILE, finished_record, run_file, stale_fingerprint, verified_model_file)
 from kdedge.recipe import Recipe
 from kdedge.run import PlannedRun, RunDir
 from kdedge.stages.context import StageContext
@@ -26,6 +26,7 @@ def train_teacher(recipe: Recipe, planned: PlannedRun, ctx: StageContext, *, res
     record = finished_record(planned.run, STAGE, exists=planned.exists)
     if record:
         stale_fingerprint(planned.run, STAGE, record, fingerprint)  # reuse only what this recipe would train
+        verified_model_file(planned.run, STAGE)  # and only the bytes that were written
         ctx.print(f"[green]teacher[/]: reusing the finished teacher in {escape(str(planned.run.stage_dir(STAGE)))} "
                   f"(test accuracy {record['test']['accuracy']:.4f}); pass --force to retrain")
         return record

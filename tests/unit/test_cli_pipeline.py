@@ -104,5 +104,5 @@ def test_list_and_schema(cli):
     assert "fashion_mnist_small" in datasets.stdout.split()
     schema = cli("recipe", "schema")
     assert json.loads(schema.stdout)["title"] == "Recipe"
-    bad = cli("list", "losses")
-    assert bad.exit_code == 2 and "allowed: models, datasets" in bad.stderr
+    bad = cli("list", "widgets")
+    assert bad.exit_code == 2 and "allowed: models, datasets, losses, formats, runtimes" in bad.stderr

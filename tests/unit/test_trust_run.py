@@ -188,6 +188,18 @@ def test_changed_model_file_is_named_before_use(run: Path, command: str):
     assert str(run / "student" / "model.pt") in line and "changed" in line
 
 
+@pytest.mark.parametrize("stage", ["teacher", "student"])
+def test_changed_model_file_is_not_reused_by_distill(distilled: Path, tmp_path: Path, stage: str):
+    # rerunning the recipe must not print "reusing the finished model" over weights that changed
+    run = tmp_path / "w" / distilled.name
+    shutil.copytree(distilled, run)
+    _zero_some_weights(run / stage / "model.pt")
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(yaml.safe_dump(deep_update(TINY_RECIPE, {"output_dir": str(tmp_path / "w"), **STUDENT})))
+    line = one_line_error(invoke("distill", recipe))
+    assert str(run / stage / "model.pt") in line and "changed" in line and "--force" in line
+
+
 def test_run_made_before_checksums_is_accepted(run: Path):
     data = manifest(run)
     for record in data["stages"].values():
