@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any, Iterator, Sequence
 
+from rich.markup import escape
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from kdedge.bench.runtimes import verified_export
@@ -91,11 +92,12 @@ def bench_remote(run_root: Path, ctx: StageContext, options: BenchOptions, remot
         bundle = _stage_bundle(run, manifest, stages, Path(tmp) / BUNDLE_DIR, ctx)
         remote_tmp = _remote_mkdtemp(remote)
         try:
-            ctx.print(f"[cyan]{target}[/]: sending {_mb(bundle)} MB ({', '.join(stages)}) to {remote_tmp}")
+            ctx.print(f"[cyan]{escape(str(target))}[/]: sending {_mb(bundle)} MB ({', '.join(stages)}) "
+                      f"to {escape(str(remote_tmp))}")
             ssh.copy_to(target, [bundle], remote_tmp, timeout=remote.timeout)
             remote_run = posixpath.join(remote_tmp, BUNDLE_DIR)
             # its output comes back when it ends; a spinner with the elapsed time shows it is still going
-            with _spinner(ctx, f"[cyan]{target}[/]: running kdedge bench --device {options.device} there "
+            with _spinner(ctx, f"[cyan]{escape(str(target))}[/]: running kdedge bench --device {options.device} there "
                                "(TensorRT engine builds take minutes)"):
                 _run_remote_bench(remote, remote_run, stages, options)
             return fetch_report(target, remote_run, run_root, timeout=remote.timeout)
@@ -213,7 +215,8 @@ def _remove_remote(remote: RemoteOptions, remote_tmp: str, ctx: StageContext) ->
     except (KdedgeError, OSError, subprocess.SubprocessError):
         ok = False
     if not ok:
-        ctx.print(f"[yellow]note[/]: could not remove {remote_tmp} on {remote.target}; delete it by hand")
+        ctx.print(f"[yellow]note[/]: could not remove {escape(str(remote_tmp))} on {escape(str(remote.target))}; "
+                  "delete it by hand")
 
 
 def _remote_error(proc: subprocess.CompletedProcess[str]) -> str:
