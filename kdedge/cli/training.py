@@ -13,6 +13,17 @@ from kdedge.errors import KdedgeError
 from kdedge.lock import run_lock
 
 
+def _run_recipe(recipe, recipe_file: Path, stage, *, device: str | None, threads: int | None, force: bool,
+                resume: bool):
+    """Lock the recipe's run (one writer per run), check that the recipe may use it, and run `stage` there.
+    Returns (context, planned run, what the stage returned)."""
+    from kdedge.run import lock_recipe_run
+
+    with lock_recipe_run(recipe):
+        ctx, planned = open_recipe_run(recipe, recipe_file, device, threads, force)
+        return ctx, planned, stage(recipe, planned, ctx, resume=resume)
+
+
 @app.command()
 @user_errors
 def train(
@@ -24,13 +35,10 @@ def train(
 ) -> None:
     """Train the recipe's teacher into <output_dir>/<name>/teacher/ (reused when already finished)."""
     from kdedge.recipe import load_recipe
-    from kdedge.run import lock_recipe_run
     from kdedge.stages.teacher import train_teacher
 
-    recipe = load_recipe(recipe_file)
-    with lock_recipe_run(recipe):  # one writer per run
-        ctx, planned = open_recipe_run(recipe, recipe_file, device, threads, force)
-        summary = train_teacher(recipe, planned, ctx, resume=resume)
+    ctx, planned, summary = _run_recipe(load_recipe(recipe_file), recipe_file, train_teacher, device=device,
+                                        threads=threads, force=force, resume=resume)
     run = planned.run
     ctx.print(f"[bold green]teacher done[/]: test accuracy {summary['test']['accuracy']:.4f}, "
               f"NLL {summary['test']['nll']:.4f}, ECE {summary['test']['ece']:.4f} -> {escape(str(run.root))}")
@@ -47,14 +55,11 @@ def distill(
 ) -> None:
     """Train (or reuse) the teacher, fit its temperature if asked, distil the student and train its no-KD baseline."""
     from kdedge.recipe import load_recipe
-    from kdedge.run import lock_recipe_run
     from kdedge.stages.distill import distill as run_distill
     from kdedge.summary import run_summary_table
 
-    recipe = load_recipe(recipe_file)
-    with lock_recipe_run(recipe):  # one writer per run
-        ctx, planned = open_recipe_run(recipe, recipe_file, device, threads, force)
-        run_distill(recipe, planned, ctx, resume=resume)
+    ctx, planned, _ = _run_recipe(load_recipe(recipe_file), recipe_file, run_distill, device=device,
+                                  threads=threads, force=force, resume=resume)
     ctx.print(run_summary_table(planned.run))
 
 
@@ -75,7 +80,6 @@ def sweep(
 ) -> None:
     """One student per value of a recipe field (teacher and baseline reused); table + plot of accuracy."""
     from kdedge.recipe import load_recipe, with_sweep
-    from kdedge.run import lock_recipe_run
     from kdedge.stages.distill import distill as run_distill
 
     recipe = load_recipe(recipe_file)
@@ -83,9 +87,7 @@ def sweep(
         recipe = with_sweep(recipe, set_, ensemble=ensemble, mc_dropout=mc_dropout, source=str(recipe_file))
     elif recipe.sweep is None:
         raise KdedgeError(f"{recipe_file}: no sweep: section; pass --set FIELD=VALUES")
-    with lock_recipe_run(recipe):  # one writer per run
-        ctx, planned = open_recipe_run(recipe, recipe_file, device, threads, force)
-        run_distill(recipe, planned, ctx, resume=resume)
+    _run_recipe(recipe, recipe_file, run_distill, device=device, threads=threads, force=force, resume=resume)
 
 
 @app.command()
