@@ -27,6 +27,15 @@ def batched(predict: Callable[[Batch], Batch], inputs: Batch, batch_size: int) -
     return np.concatenate(outputs) if outputs else np.empty((0, 0), dtype=np.float32)
 
 
+def model_device(model: nn.Module) -> torch.device:
+    """Where the model's weights are; CPU for one without torch weights (a teacher run in ONNX Runtime,
+    which takes its inputs from any device)."""
+    tensor = next(model.parameters(), None)
+    if tensor is None:
+        tensor = next(model.buffers(), None)
+    return tensor.device if tensor is not None else torch.device("cpu")
+
+
 def uses_conv(model: nn.Module) -> bool:
     """Conv nets get channels_last inputs (faster on CPU); others keep the default layout."""
     return any(isinstance(m, nn.Conv2d) for m in model.modules())

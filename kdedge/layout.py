@@ -25,6 +25,9 @@ MODEL_STAGES = (TEACHER, STUDENT, BASELINE, QAT_STUDENT)
 
 # files inside a stage directory
 MODEL_FILE = "model.pt"
+# a teacher brought by the user is kept in its own form: a torch.export program or an ONNX file
+EXPORTED_MODEL_FILE, ONNX_MODEL_FILE = "model.pt2", "model.onnx"
+MODEL_FILES = (MODEL_FILE, EXPORTED_MODEL_FILE, ONNX_MODEL_FILE)
 METRICS_FILE = "metrics.json"
 CHECKPOINT_FILE = "checkpoint.pt"
 TEMPERATURE_FILE = "calibration.json"  # the teacher's temperature T* (name kept: runs made before read it)
@@ -85,7 +88,11 @@ def model_file(run: "RunDir", stage: str) -> tuple[Path, str | None]:
     run or absent (the loader then says how to rebuild it); the checksum is None for runs made before
     kdedge recorded it, which are accepted as they are."""
     record = run.stage_record(stage) or {}
-    path = run_file(run.root, f"{stage}/{MODEL_FILE}", what=f"stages.{stage} model file", must_exist=False)
+    name = record.get("model_file", MODEL_FILE)
+    if name not in MODEL_FILES:  # a damaged or hand-edited manifest names no other file of the run
+        raise KdedgeError(f"{run.manifest_path}: stages.{stage}.model_file {name!r} is not one of "
+                          f"{', '.join(MODEL_FILES)}; the manifest is damaged, rerun the recipe with --force")
+    path = run_file(run.root, f"{stage}/{name}", what=f"stages.{stage} model file", must_exist=False)
     sha = record.get(MODEL_SHA256)
     return path, (None if sha is None else str(sha))
 
@@ -108,7 +115,7 @@ def finished_record(run: "RunDir", stage: str, *, exists: bool = True) -> dict[s
     if not exists:
         return None
     record = run.stage_record(stage)
-    if record and record.get("status") == "complete" and model_path(run, stage).is_file():
+    if record and record.get("status") == "complete" and model_file(run, stage)[0].is_file():
         return record
     return None
 

@@ -21,11 +21,11 @@ Row = tuple[str, Callable[[dict[str, Any], dict[str, Any]], str]]
 
 _ROWS: list[Row] = [
     ("model", lambda s, c: s["model"]),
-    ("trained on", lambda s, c: "hard labels" if s.get("kd") is None else "KD: " + kd_label(s["kd"])),
+    ("trained on", lambda s, c: _trained_on(s)),
     ("training images", lambda s, c: f"{s['train_images']:,}" if "train_images" in s else "—"),
     ("parameters", lambda s, c: f"{s['parameters']:,}"),
-    ("epochs", lambda s, c: str(s["epochs"])),
-    ("train time", lambda s, c: f"{s['train_time_s']:.1f} s"),
+    ("epochs", lambda s, c: "—" if "source" in s else str(s["epochs"])),
+    ("train time", lambda s, c: "—" if "source" in s else f"{s['train_time_s']:.1f} s"),
     ("test accuracy", lambda s, c: f"{s['test']['accuracy']:.4f}"),
     ("test NLL", lambda s, c: f"{s['test']['nll']:.4f}"),
     ("test ECE", lambda s, c: f"{s['test']['ece']:.4f}"),
@@ -78,6 +78,12 @@ def run_summary_table(run: RunDir) -> Table:
     for label, cell in _ROWS:
         table.add_row(label, *(_cell(cell, stage, cal or {}) for _, stage, cal in columns))
     return table
+
+
+def _trained_on(stage: dict[str, Any]) -> str:
+    if "source" in stage:  # a teacher the user brought: trained elsewhere
+        return f"elsewhere ({stage['source']['kind']})"
+    return "hard labels" if stage.get("kd") is None else "KD: " + kd_label(stage["kd"])
 
 
 def _cell(cell: Callable[[dict[str, Any], dict[str, Any]], str], stage: dict, cal: dict) -> str:

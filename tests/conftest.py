@@ -82,6 +82,18 @@ def _one_thread():
     torch.set_num_threads(n)
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _image_cache_dir(tmp_path_factory):
+    # image folders are decoded into $KDEDGE_CACHE_DIR: a throwaway one, never the user's ~/.cache
+    saved = os.environ.get("KDEDGE_CACHE_DIR")
+    os.environ["KDEDGE_CACHE_DIR"] = str(tmp_path_factory.mktemp("kdedge-cache"))
+    yield
+    if saved is None:
+        os.environ.pop("KDEDGE_CACHE_DIR", None)
+    else:
+        os.environ["KDEDGE_CACHE_DIR"] = saved
+
+
 def interrupt_kd_step_at(monkeypatch, n: int):
     """Make the n-th KD training step (counted over all KD students) raise KeyboardInterrupt, as a
     Ctrl-C would; returns the real step factory so a test can put it back before resuming."""

@@ -13,6 +13,8 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from kdedge.inference import model_device
+
 
 def count_macs(model: nn.Module, input_shape: tuple[int, int, int]) -> int:
     was_training = model.training
@@ -20,7 +22,7 @@ def count_macs(model: nn.Module, input_shape: tuple[int, int, int]) -> int:
     try:
         # no_grad, not inference_mode: the counter's module tracker fails on modelopt's QAT modules there
         with torch.no_grad(), FlopCounterMode(display=False) as counter:
-            model(torch.zeros(1, *input_shape, device=next(model.parameters()).device))
+            model(torch.zeros(1, *input_shape, device=model_device(model)))
     finally:
         model.train(was_training)
     return int(counter.get_total_flops()) // 2  # one multiply-accumulate = 2 flops

@@ -24,7 +24,8 @@ def rows(report: dict[str, Any]) -> list[list[Any]]:
             ratio = report["ratios"].get(stage, {}).get(runtime, {}).get("batch1")
             out.append([
                 stage, runtime, f"{r['size_bytes'] / 1e6:.3f}" if r.get("size_bytes") else "—",
-                f"{info['parameters']:,}", f"{info['macs'] / 1e6:.2f}", f"{r['accuracy']:.4f}", f"{r['nll']:.4f}",
+                f"{info['parameters']:,}", "—" if info["macs"] is None else f"{info['macs'] / 1e6:.2f}",
+                f"{r['accuracy']:.4f}", f"{r['nll']:.4f}",
                 f"{r['ece']:.4f}", f"{r['mce']:.4f}",
                 f"{b1['median_ms']:.3f} ({b1['p10_ms']:.3f}–{b1['p90_ms']:.3f})" if b1 else "—",
                 f"{r[batch]['images_per_s']:,.0f}" if batch in r else "—",

@@ -69,7 +69,9 @@ class Runtime:
         return self.factory(self, model)
 
 
-def _torch(runtime: Runtime, m: BenchModel) -> Predictor:
+def _torch(runtime: Runtime, m: BenchModel) -> Predictor | None:
+    if not getattr(m.model, "runs_in_torch", True):
+        return None  # a teacher given as ONNX runs in ONNX Runtime even behind its nn.Module: timed as `ort`
     return Predictor(torch_predictor(m.model, m.torch_device), m.weights)
 
 

@@ -64,7 +64,10 @@ def recipe_check(recipe_file: Annotated[Path, typer.Argument(metavar="RECIPE", h
 
     recipe = load_recipe(recipe_file, require_runs=False)
     print(f"{recipe_file}: ok (run {recipe.output_dir / recipe.name}, hash {recipe.hash})")
-    if recipe.teacher.model is None:
+    if recipe.teacher.source is not None:
+        print(f"note: teacher.{recipe.teacher.source} {recipe.teacher.source_path} is read, checked against the "
+              "data and evaluated when `kdedge distill` starts")
+    elif recipe.teacher.model is None:
         print(f"note: teacher.from_run {recipe.teacher.from_run} has no finished teacher yet; "
               "train it before `kdedge distill`")
 

@@ -1,96 +1,94 @@
-"""Class-per-folder image datasets (GTSRB style): root/train/<class>/*.png and root/test/<class>/*."""
+"""Class-per-folder image datasets at real sizes: root/train + root/test (+ root/val), root/train + root/val,
+or a flat root/<class>/ split seeded and stratified. The splits are decided from the file list before
+decoding; each split is decoded once into the on-disk cache (kdedge/data/image_cache.py) and read back
+as a memory map. Training crops with RandomResizedCrop + flip; evaluation uses the cached image
+(short side resized to image_size, centre crop)."""
 
 from __future__ import annotations
 
-from typing import Annotated
+from pathlib import Path
+from typing import Annotated, Literal, Optional, Sequence
 
 from pydantic import Field
 
-import warnings
-from pathlib import Path
-from typing import Sequence
-
-import numpy as np
-import torch
-
-from kdedge.data.base import DATASETS, DatasetSplits, ImageData, channel_stats
+from kdedge.data.base import DATASETS, DatasetSplits
+from kdedge.data.folder_layout import SPLITS, FolderPlan, plan_folder
+from kdedge.data.image_cache import load_or_build
+from kdedge.data.split import split_record
 from kdedge.errors import KdedgeError
 
-SUFFIXES = {".png", ".ppm", ".jpg", ".jpeg"}
-# every image is shrunk to at most 1024x1024; 40 MP (a large camera photo, ~120 MB decoded) is plenty
-MAX_PIXELS = 40_000_000
-LAYOUT = "root/train/<class>/*.png|ppm|jpg and root/test/<class>/..."
+PositiveFloat = Annotated[float, Field(gt=0)]
 
 
 @DATASETS.register("image_folder")
-def image_folder(roots: Sequence[Path], image_size: Annotated[int, Field(ge=4, le=1024)] = 32) -> DatasetSplits:
-    if image_size < 1:
-        raise KdedgeError(f"image_folder option image_size={image_size} must be >= 1; fix it in the recipe")
-    root = next((Path(r) for r in roots if (Path(r) / "train").is_dir()), None)
-    if root is None:
-        searched = ", ".join(str(Path(r) / "train") for r in roots) or "(no directories given)"
-        raise KdedgeError(
-            f"image folder dataset not found: no train/ folder in {searched}; lay the images out as "
-            f"{LAYOUT} and set the recipe's data.root (or $KDEDGE_DATA) to that root"
-        )
-    classes = _class_dirs(root / "train")
-    test_dir = root / "test"
-    if not test_dir.is_dir():
-        raise KdedgeError(f"{test_dir}: missing test/ folder; add test images laid out as {LAYOUT}")
-    unknown = sorted(set(_class_dirs(test_dir)) - set(classes))
-    if unknown:
-        raise KdedgeError(
-            f"{test_dir}: class folder(s) {', '.join(unknown)} do not exist under {root / 'train'}; "
-            f"rename or remove them so test classes match train classes"
-        )
-    train = _read_split(root / "train", classes, image_size, require_all=True)
-    test = _read_split(test_dir, classes, image_size, require_all=False)
-    mean, std = channel_stats(train.images)
-    # hflip_ok False: the typical use (traffic signs) has left/right-specific classes
-    return DatasetSplits("image_folder", train, test, tuple(classes), mean, std, hflip_ok=False, source=str(root))
+def image_folder(
+    roots: Sequence[Path],
+    image_size: Annotated[int, Field(ge=4, le=1024)] = 32,
+    color: Literal["rgb", "grayscale"] = "rgb",
+    resize: Literal["crop", "squash"] = "crop",
+    mean: Optional[list[Annotated[float, Field(ge=0, le=1)]]] = None,
+    std: Optional[list[PositiveFloat]] = None,
+    orientation_dependent: bool = False,
+    min_crop_scale: Annotated[float, Field(gt=0, le=1)] = 0.35,
+    test_fraction: Optional[Annotated[float, Field(gt=0, lt=1)]] = None,
+    bad_files: Literal["error", "skip"] = "error",
+    val_fraction: float = 0.1,
+    split_seed: int = 0,
+) -> DatasetSplits:
+    channels = 1 if color == "grayscale" else 3
+    _check_stats(mean, std, channels, color)
+    skip = bad_files == "skip"
+    plan = plan_folder(roots, val_fraction=val_fraction, test_fraction=test_fraction, seed=split_seed, skip_bad=skip)
+    _check_nonempty(plan, after_decoding=False)
+    cached = load_or_build(plan, size=image_size, color=color, resize=resize, skip_bad=skip)
+    labels = {name: part.labels for name, part in cached.splits.items()}
+    _check_nonempty(plan, after_decoding=True, labels={k: v.tolist() for k, v in labels.items()})
+    given = mean is not None
+    record = split_record(plan.layout, labels["train"], labels["val"], labels["test"], len(plan.classes),
+                          how=plan.how, **plan.settings)
+    record["mean_std"] = "given in the recipe" if given else "computed on the train split"
+    notes = plan.notes + list(cached.notes)
+    computed_std = cached.std
+    if not given and min(cached.std) < 1e-6:  # a constant channel: dividing by 0 would make every input inf
+        computed_std = tuple(s if s >= 1e-6 else 1.0 for s in cached.std)
+        notes.append(f"{plan.root}: a colour channel is constant over the train split; its std is set to 1")
+    if not given:
+        notes.append(f"{plan.root}: mean {_fmt(cached.mean)}, std {_fmt(computed_std)} computed on the train split "
+                     "(set data.mean and data.std to fix them)")
+    return DatasetSplits(
+        "image_folder", cached.splits["train"], cached.splits["test"], plan.classes,
+        tuple(mean) if given else cached.mean, tuple(std) if given else computed_std,  # type: ignore[arg-type]
+        hflip_ok=not orientation_dependent, source=str(plan.root), val=cached.splits["val"],
+        train_transform="random_resized_crop", min_crop_scale=min_crop_scale, notes=tuple(notes), split=record)
 
 
-def _class_dirs(split_dir: Path) -> list[str]:
-    classes = sorted(p.name for p in split_dir.iterdir() if p.is_dir() and not p.name.startswith("."))
-    if not classes:
-        raise KdedgeError(f"{split_dir}: no class folders found; lay the images out as {LAYOUT}")
-    return classes
+def _check_stats(mean, std, channels: int, color: str) -> None:
+    if (mean is None) != (std is None):
+        raise KdedgeError(f"data.{'std' if mean is not None else 'mean'}: missing; give both data.mean and data.std "
+                          "(one value per channel) or neither (then they are computed on the train split)")
+    for name, values in (("mean", mean), ("std", std)):
+        if values is not None and len(values) != channels:
+            raise KdedgeError(f"data.{name}: has {len(values)} value(s) but color: {color} images have {channels} "
+                              f"channel(s); give {channels} value(s)")
 
 
-def _read_split(split_dir: Path, classes: list[str], size: int, require_all: bool) -> ImageData:
-    images: list[np.ndarray] = []
-    labels: list[int] = []
-    for index, name in enumerate(classes):
-        folder = split_dir / name
-        files = sorted(p for p in folder.iterdir() if p.suffix.lower() in SUFFIXES) if folder.is_dir() else []
-        if not files and require_all:
-            raise KdedgeError(f"{folder}: class folder has no .png/.ppm/.jpg images; add images or remove the folder")
-        for path in files:
-            images.append(_read_image(path, size))
-            labels.append(index)
-    if not images:
-        raise KdedgeError(f"{split_dir}: no .png/.ppm/.jpg images in any class folder; add images as {LAYOUT}")
-    stacked = np.stack(images).transpose(0, 3, 1, 2)  # HWC -> CHW
-    return ImageData(torch.from_numpy(np.ascontiguousarray(stacked)), torch.tensor(labels, dtype=torch.int64))
+def _check_nonempty(plan: FolderPlan, *, after_decoding: bool, labels: dict | None = None) -> None:
+    """Every split has images and train and test have every class (val may lack a rare class)."""
+    for split in SPLITS:
+        found = labels[split] if labels is not None else list(plan.splits[split].labels)
+        source = plan.how[split]
+        if not found:
+            cause = "every image of it was unreadable (bad_files: skip)" if after_decoding else "no images"
+            fix = ("add images or raise data.val_fraction" if split == "val" else "add images")
+            raise KdedgeError(f"{plan.root}: the {split} split ({source}) is empty: {cause}; {fix}")
+        if split == "val":
+            continue
+        missing = sorted(set(range(len(plan.classes))) - set(found))
+        if missing:
+            name = plan.classes[missing[0]]
+            raise KdedgeError(f"{plan.root}: class {name!r} has no readable image in the {split} split ({source}); "
+                              "add images of it or remove the class folder")
 
 
-def _read_image(path: Path, size: int) -> np.ndarray:
-    try:
-        from PIL import Image, UnidentifiedImageError  # imported here: only this loader needs Pillow
-    except ImportError:
-        raise KdedgeError("dataset 'image_folder' needs Pillow, which is not installed; pip install pillow") from None
-    try:
-        with warnings.catch_warnings():
-            # Pillow warns, then raises, past its own limit; any image over ours is refused below anyway
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as img:  # reads the header only: the size is known before decoding
-                width, height = img.size
-                if width * height > MAX_PIXELS:
-                    raise KdedgeError(f"{path}: image is {width}x{height} pixels, over the {MAX_PIXELS:,} pixel "
-                                      "limit (a decompression bomb, or far larger than a training image); "
-                                      "shrink or delete the file")
-                rgb = img.convert("RGB").resize((size, size), Image.Resampling.BILINEAR)
-                return np.asarray(rgb, dtype=np.uint8)
-    except (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError,
-            Image.DecompressionBombWarning) as exc:
-        raise KdedgeError(f"{path}: cannot read image ({exc}); replace or delete the file") from None
+def _fmt(values: tuple[float, ...]) -> str:
+    return "[" + ", ".join(f"{v:.4f}" for v in values) + "]"

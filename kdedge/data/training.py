@@ -16,3 +16,5 @@ class TrainingData:
     test: ImageData
     stats: InputStats
     hflip_ok: bool              # the dataset allows horizontal flips as augmentation
+    train_transform: str = "pad_crop"  # or "random_resized_crop" (image folders); see kdedge/data/transforms.py
+    min_crop_scale: float = 1.0  # area scale lower bound of random_resized_crop

@@ -26,6 +26,8 @@ class ExportFormat:
     settings: Callable[[ExportOptions, bool], dict[str, Any]]    # (options, own_scales): what shapes it
     needs: tuple[Requirement, ...] = ()
     built_from: str | None = None  # the format whose finished artifact it is made from (exported first)
+    needs_modules: bool = False    # works on the model's PyTorch layers (a teacher given as a torch.export
+                                   # program or ONNX file has none: skipped for it with a note)
 
     def unmet(self) -> str | None:
         """Why this machine cannot make the format (the first requirement missing), or None."""
@@ -40,11 +42,11 @@ FORMATS: dict[str, ExportFormat] = {f.name: f for f in (
                  produce=ort_int8.produce, settings=ort_int8.settings, built_from="onnx"),
     ExportFormat("onnx-int8-trt", ".int8-trt.onnx", "TensorRT (explicit quantization)", True,
                  "symmetric S8 Q/DQ for TensorRT engines (nvidia-modelopt)",
-                 produce=trt_qdq.produce, settings=trt_qdq.settings, needs=(MODELOPT,)),
+                 produce=trt_qdq.produce, settings=trt_qdq.settings, needs=(MODELOPT,), needs_modules=True),
     ExportFormat("engine", ".engine", "TensorRT (this GPU only)", True,
                  "serialized TensorRT engine from the onnx-int8-trt model; build it on the target device",
                  produce=engine.produce, settings=engine.settings, needs=(TENSORRT, engine.CUDA_GPU),
-                 built_from="onnx-int8-trt"),
+                 built_from="onnx-int8-trt", needs_modules=True),
 )}
 
 # INT8 parity is measured against this fp32 export, so asking for any INT8 format exports it too.

@@ -69,5 +69,9 @@ def settings(options: ExportOptions, own_scales: bool) -> dict[str, Any]:
 
 def produce(job: ExportJob) -> dict[str, Any]:
     """The `onnx` format: the fp32 reference that the INT8 formats are gated against."""
+    own_onnx = getattr(job.fp32, "kdedge_onnx", None)
+    if own_onnx is not None:  # a teacher given as ONNX is kept as it is (only its input/output renamed)
+        job.out.write_bytes(own_onnx())
+        return {"exporter": "the teacher's own ONNX file, input and output renamed", "opset": OPSET}
     export_onnx(job.fp32, job.sample(), job.out)
     return {"exporter": "torch.onnx (dynamo)", "opset": OPSET}

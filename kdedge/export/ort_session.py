@@ -13,13 +13,14 @@ from kdedge.inputs import InputStats, normalise
 
 
 def open_session(path: Path, *, threads: int | None = None, fix: str = "re-export it with --force",
-                 providers: tuple[str, ...] = ("CPUExecutionProvider",)):
-    """An InferenceSession (CPU unless other providers are given); a missing or corrupt file is a one-line error."""
+                 providers: tuple[str, ...] = ("CPUExecutionProvider",), content: bytes | None = None):
+    """An InferenceSession (CPU unless other providers are given); a missing or corrupt file is a one-line
+    error. `content`: the model's bytes, already read from `path` (named in messages)."""
     try:
         import onnxruntime as ort
     except ImportError:
         raise KdedgeError("onnxruntime is not installed; pip install onnxruntime") from None
-    if not Path(path).is_file():
+    if content is None and not Path(path).is_file():
         raise KdedgeError(f"{path}: file not found; {fix}")
     options = ort.SessionOptions()
     options.log_severity_level = 3  # errors only: ORT's warnings about unused initializers are noise here
@@ -27,7 +28,8 @@ def open_session(path: Path, *, threads: int | None = None, fix: str = "re-expor
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
     try:
-        return ort.InferenceSession(os.fspath(path), sess_options=options, providers=list(providers))
+        return ort.InferenceSession(os.fspath(path) if content is None else content, sess_options=options,
+                                    providers=list(providers))
     except Exception as exc:  # ORT raises its own Fail/InvalidProtobuf/... classes
         reason = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
         raise KdedgeError(f"{path}: not a loadable ONNX model ({reason}); {fix}") from None

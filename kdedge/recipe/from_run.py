@@ -10,6 +10,7 @@ from kdedge.errors import KdedgeError
 from kdedge.recipe.hashing import without_unhashed
 from kdedge.recipe.messages import describe
 from kdedge.recipe.schema import Recipe, TeacherConfig
+from kdedge.recipe.teacher import FOREIGN_SOURCES
 
 
 def teacher_from_run(recipe: Recipe, source: str) -> Recipe:
@@ -28,6 +29,10 @@ def teacher_from_run(recipe: Recipe, source: str) -> Recipe:
     if not finished:
         raise KdedgeError(f"{source}: teacher.from_run: the teacher in {root} is not finished; "
                           "finish it with `kdedge train <its recipe> --resume`")
+    own = next((key for key in FOREIGN_SOURCES if theirs.get(key)), None)
+    if own is not None:  # its teacher came from a file: the same file is the simpler, checked way to share it
+        raise KdedgeError(f"{source}: teacher.from_run: the teacher of {root} is your own {own} file "
+                          f"{theirs[own]}; give teacher.{own}: with that file here instead of from_run")
     mine = recipe.teacher
     for key in ("model", "train"):
         given = getattr(mine, key)

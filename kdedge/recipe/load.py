@@ -55,6 +55,21 @@ def recipe_from_dict(raw: Any, *, source: str = "<recipe>", base_dir: Path | Non
     if recipe.data.root is not None and not recipe.data.root.is_dir():
         raise KdedgeError(f"{source}: data.root: directory {recipe.data.root} does not exist; "
                           f"create it and put the {recipe.data.dataset} files there, or remove data.root")
+    return _resolve_teacher_file(recipe, source, base_dir)
+
+
+def _resolve_teacher_file(recipe: Recipe, source: str, base_dir: Path | None) -> Recipe:
+    """A user's own teacher file: relative to the recipe file, and there (checked when read from a file;
+    a run's manifest holds the resolved path, and the run its own copy)."""
+    field, path = recipe.teacher.source, recipe.teacher.source_path
+    if path is None or base_dir is None:
+        return recipe
+    if not path.is_absolute():
+        path = (base_dir / path).resolve()
+        recipe = recipe.model_copy(update={"teacher": recipe.teacher.model_copy(update={field: path})})
+    if not path.is_file():
+        raise KdedgeError(f"{source}: teacher.{field}: file {path} does not exist; give the path of your teacher's "
+                          "file (relative to the recipe file)")
     return recipe
 
 

@@ -11,9 +11,11 @@ from typing import Any, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, model_serializer, model_validator
 
-from kdedge.choices import (CALIBRATED, CalibMethod, Device, MupeMasks, Optimizer, QuantBackend, QuantInit,
-                            QuantMode, Schedule)
+from kdedge.choices import CALIBRATED, CalibMethod, Device, MupeMasks, QuantBackend, QuantInit, QuantMode
 from kdedge.recipe.hashing import recipe_hash
+from kdedge.recipe.roles import (ModelSpec, OptimizerConfig, RoleConfig, ScheduleConfig,  # noqa: F401  (re-exported)
+                                 TrainConfig)
+from kdedge.recipe.teacher import TeacherConfig, TeacherInput  # noqa: F401  (re-exported)
 
 
 class _Strict(BaseModel):
@@ -39,87 +41,6 @@ class DataConfig(BaseModel):
     @property
     def options(self) -> dict[str, Any]:
         return dict(self.model_extra or {})
-
-
-class ModelSpec(BaseModel):
-    """A registered model name plus its keyword arguments (checked against its signature)."""
-
-    model_config = ConfigDict(extra="allow", frozen=True, strict=True)
-
-    name: str = Field(description="registered model name (kdedge list models)")
-
-    @property
-    def kwargs(self) -> dict[str, Any]:
-        return dict(self.model_extra or {})
-
-
-class OptimizerConfig(_Strict):
-    name: Optimizer = "sgd"
-    lr: float = Field(0.1, gt=0, le=10)
-    momentum: float = Field(0.9, ge=0, lt=1, description="SGD momentum (ignored by adamw)")
-    nesterov: bool = True
-    weight_decay: float = Field(5e-4, ge=0, lt=1)
-
-
-class ScheduleConfig(_Strict):
-    name: Schedule = "cosine"
-    warmup_epochs: float = Field(0.0, ge=0, description="linear warm-up from lr/100, in epochs")
-    milestones: list[int] = Field(default_factory=list, description="step schedule: epochs where lr *= gamma")
-    gamma: float = Field(0.1, gt=0, le=1)
-
-
-class TrainConfig(_Strict):
-    """One model's training budget. Cross-field rules are checked in `_check_schedule`."""
-
-    epochs: int = Field(ge=1, le=10_000)
-    batch_size: int = Field(128, ge=1, le=65_536)
-    eval_batch_size: int = Field(1000, ge=1, le=65_536)
-    optimizer: OptimizerConfig = OptimizerConfig()
-    schedule: ScheduleConfig = ScheduleConfig()
-    label_smoothing: float = Field(0.0, ge=0, lt=1)
-    augment: bool = Field(True, description="random crop (+ flip where the dataset allows it)")
-    crop_padding: int = Field(2, ge=0, le=16)
-    channels_last: bool = Field(True, description="NHWC memory format for conv nets (faster on CPU)")
-    eval_every: int = Field(1, ge=1, le=10_000, description="evaluate val and test every N epochs and after the "
-                            "last (long schedules on small transfer sets spend most of their time evaluating); "
-                            "the trained weights do not depend on it")
-
-    @model_validator(mode="after")
-    def _check_schedule(self) -> "TrainConfig":
-        sched = self.schedule
-        if sched.warmup_epochs > self.epochs:
-            raise ValueError(f"schedule.warmup_epochs ({sched.warmup_epochs}) is longer than epochs ({self.epochs})")
-        if sched.milestones and sched.name != "step":
-            raise ValueError(f"schedule.milestones only apply to name: step (this schedule is {sched.name})")
-        ms = list(sched.milestones)
-        if ms and (ms != sorted(set(ms)) or ms[0] < 1 or ms[-1] >= self.epochs):
-            raise ValueError(f"schedule.milestones must be increasing epochs in 1..{self.epochs - 1}, got {ms}")
-        return self
-
-
-class RoleConfig(_Strict):
-    """A model to be trained: its architecture and its training budget."""
-
-    model: ModelSpec
-    train: TrainConfig
-
-
-class TeacherConfig(_Strict):
-    """The teacher: trained here (model + train), or taken from another run's finished teacher."""
-
-    model: Optional[ModelSpec] = None
-    train: Optional[TrainConfig] = None
-    calibrate: bool = Field(False, description="fit the teacher's temperature T* on the validation split "
-                                               "before distilling (implied by temperature: calibrated)")
-    from_run: Optional[Path] = Field(None, strict=False, description="reuse the finished teacher of this run "
-                                     "directory (relative to the working directory, same data); its model and "
-                                     "training are read from that run")
-
-    @model_validator(mode="after")
-    def _check(self) -> "TeacherConfig":
-        if self.from_run is None and (self.model is None or self.train is None):
-            raise ValueError("the teacher needs model: and train:, or from_run: a run directory with a trained teacher")
-        return self
 
 
 class LossSpec(BaseModel):
@@ -273,6 +194,7 @@ class Recipe(_Strict):
         if (self.chain or self.symmetry) and any(loss.name == "hint" for loss in self.distill.losses):
             raise ValueError("chain and symmetry distil between other architectures than teacher -> student, "
                              "so their hint paths would not apply; use logit losses (hinton, dkd) with them")
+        self._check_foreign_teacher()
         if self.chain is not None:
             if self.chain[0] != "teacher" or self.chain[-1] != "student":
                 raise ValueError(f"chain must start with teacher and end with student, got {self.chain}")
@@ -282,6 +204,21 @@ class Recipe(_Strict):
                     raise ValueError(f"chain refers to {name!r}, which is not defined under assistants: "
                                      f"(defined: {defined})")
         return self
+
+    def _check_foreign_teacher(self) -> None:
+        """What needs the teacher's PyTorch architecture, refused up front for a teacher that lacks it."""
+        teacher, source = self.teacher, self.teacher.source
+        if self.symmetry and (not teacher.is_pytorch or teacher.train is None):
+            raise ValueError(f"symmetry trains an untrained copy of the teacher's architecture with the teacher's "
+                             f"budget, so it needs teacher.model and teacher.train (this teacher is given by "
+                             f"{source}: without them); drop symmetry or add model:/train:")
+        if self.sweep is not None and self.sweep.mc_dropout and not teacher.is_pytorch:
+            raise ValueError(f"sweep.mc_dropout runs the teacher's dropout layers, which a teacher given by {source}: "
+                             "does not expose; give the teacher as checkpoint: + model: or set mc_dropout: 0")
+        if source == "exported" and self.distill is not None and any(l.name == "hint" for l in self.distill.losses):
+            raise ValueError("feature KD (hint) reads teacher features by module path, which a torch.export "
+                             "program does not keep; export the teacher to ONNX with the feature tensor as an "
+                             "extra output (onnx:, hint teacher: <output name>) or give checkpoint: + model:")
 
     def uses_calibrated_temperature(self) -> bool:
         return self.distill is not None and any(

@@ -33,7 +33,7 @@ from kdedge.errors import KdedgeError
 from kdedge.inference import batched
 from kdedge.inputs import normalise
 from kdedge.io import replace_dir, restore_dir, write_json
-from kdedge.layout import BENCH_DIR, finished_models, model_path, requested_models
+from kdedge.layout import BENCH_DIR, finished_models, model_file, requested_models
 from kdedge.lock import run_lock
 from kdedge.metrics import calibration_bins, classification_report
 from kdedge.run import RunDir, machine_info, package_versions
@@ -152,9 +152,9 @@ def _evaluate(run: RunDir, exports: dict, stages: list[str], runtimes: list[Runt
     models: dict[str, dict[str, Any]] = {}
     for stage in stages:
         record = run.stage_record(stage) or {}
-        models[stage] = {"parameters": record["parameters"], "macs": count_macs(torch_models[stage], split.input_shape),
+        models[stage] = {"parameters": record["parameters"], "macs": _macs(torch_models[stage], split.input_shape),
                          "train_time_s": record.get("train_time_s"), "runtimes": {}}
-        model = BenchModel(stage=stage, model=torch_models[stage], weights=model_path(run, stage), run_root=run.root,
+        model = BenchModel(stage=stage, model=torch_models[stage], weights=model_file(run, stage)[0], run_root=run.root,
                            exports=exports, engine=engines.get(stage), device=options.device,
                            torch_device=torch_device, threads=options.threads, input_shape=split.input_shape)
         for runtime in runtimes:
@@ -168,6 +168,11 @@ def _evaluate(run: RunDir, exports: dict, stages: list[str], runtimes: list[Runt
             predictors.setdefault(runtime.name, {})[stage] = predictor.predict
             ctx.print(f"[cyan]{stage}[/] {runtime.name}: accuracy {report['accuracy']:.4f}, ECE {report['ece']:.4f}")
     return models, predictors
+
+
+def _macs(model: torch.nn.Module, input_shape: tuple[int, int, int]) -> int | None:
+    # torch cannot count what runs in ONNX Runtime (a teacher given as an ONNX file)
+    return count_macs(model, input_shape) if getattr(model, "runs_in_torch", True) else None
 
 
 def bench_models(run: RunDir, requested: list[str] | None, exports: dict) -> list[str]:

@@ -25,6 +25,13 @@ class StageContext:
         if self.console is not None:
             self.console.print(*args, **kwargs)
 
+    def notes(self, lines: tuple[str, ...], *, what: str = "data") -> None:
+        """One yellow line each (a loader's notes: converted images, skipped files, the cache used)."""
+        from rich.markup import escape
+
+        for line in lines:
+            self.print(f"[yellow]{what}[/]: {escape(line)}")
+
 
 def resolve_device(name: str) -> torch.device:
     if name == "auto":

@@ -1,5 +1,6 @@
-"""A run's data: load the recipe's dataset, cut the deterministic train/validation split, and refuse to
-continue a run on data other than the data it was made with. Light (no training code): the bench
+"""A run's data: load the recipe's dataset, cut the deterministic train/validation split (unless the
+loader cut it, as image folders do before decoding), record how, and refuse to continue a run on data
+other than the data it was made with. Light (no training code): the bench
 reads its test split through here too."""
 
 from __future__ import annotations
@@ -11,16 +12,22 @@ from typing import Any
 from pydantic import ValidationError
 
 from kdedge.data import DatasetSplits, load_dataset, split_train_val
+from kdedge.data.split import split_record
 from kdedge.data.training import TrainingData
 from kdedge.errors import KdedgeError
 from kdedge.inputs import InputStats
 from kdedge.recipe import DataConfig, Recipe
 
 
+_PIPELINE_SPLIT = {"train": "train", "val": "drawn from train (stratified)", "test": "test"}
+
+
 @dataclass(frozen=True)
 class PreparedData:
     dataset: DatasetSplits
     training: TrainingData
+    _val_fraction: float = 0.1
+    _split_seed: int = 0
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
@@ -30,13 +37,29 @@ class PreparedData:
     def num_classes(self) -> int:
         return len(self.dataset.classes)
 
+    @property
+    def notes(self) -> tuple[str, ...]:
+        """One line each for the user: converted image modes, skipped files, where the cache is, ..."""
+        return self.dataset.notes
+
     def describe(self) -> dict:
         return {
             "dataset": self.dataset.name, "source": self.dataset.source,
             "input_shape": list(self.input_shape), "num_classes": self.num_classes,
             "classes": list(self.dataset.classes), "mean": list(self.dataset.mean), "std": list(self.dataset.std),
             "n_train": len(self.training.train), "n_val": len(self.training.val), "n_test": len(self.training.test),
+            "split": self.split,
         }
+
+    @property
+    def split(self) -> dict:
+        """How train/val/test were cut (the loader's record, else the pipeline's stratified split)."""
+        if self.dataset.split is not None:
+            return self.dataset.split
+        t = self.training
+        return split_record("train and test as the dataset ships them; val drawn from train", t.train.labels,
+                            t.val.labels, t.test.labels, self.num_classes, how=_PIPELINE_SPLIT,
+                            val_fraction=self._val_fraction, split_seed=self._split_seed)
 
 
 def prepare_data(recipe: Recipe, extra_roots: tuple[Path, ...] = ()) -> PreparedData:
@@ -45,11 +68,17 @@ def prepare_data(recipe: Recipe, extra_roots: tuple[Path, ...] = ()) -> Prepared
 
 def load_data(config: DataConfig, extra_roots: tuple[Path, ...] = ()) -> PreparedData:
     roots = ([config.root] if config.root else []) + list(extra_roots)
-    dataset = load_dataset(config.dataset, roots, **config.options)
-    train, val = split_train_val(dataset.train, config.val_fraction, config.split_seed)
+    dataset = load_dataset(config.dataset, roots, val_fraction=config.val_fraction, split_seed=config.split_seed,
+                           **config.options)
+    if dataset.val is not None:
+        train, val = dataset.train, dataset.val
+    else:
+        train, val = split_train_val(dataset.train, config.val_fraction, config.split_seed)
     training = TrainingData(train=train, val=val, test=dataset.test,
-                            stats=InputStats(tuple(dataset.mean), tuple(dataset.std)), hflip_ok=dataset.hflip_ok)
-    return PreparedData(dataset=dataset, training=training)
+                            stats=InputStats(tuple(dataset.mean), tuple(dataset.std)), hflip_ok=dataset.hflip_ok,
+                            train_transform=dataset.train_transform, min_crop_scale=dataset.min_crop_scale)
+    return PreparedData(dataset=dataset, training=training, _val_fraction=config.val_fraction,
+                        _split_seed=config.split_seed)
 
 
 def recorded_data(manifest: dict[str, Any], manifest_path: Path, extra_roots: tuple[Path, ...] = ()) -> PreparedData:

@@ -34,6 +34,7 @@ def distill(recipe: Recipe, planned: PlannedRun, ctx: StageContext, *, resume: b
         raise KdedgeError(f"recipe {recipe.name!r} has no distill: and student: sections; "
                           "add them (see recipes/demo.yaml) or use `kdedge train`")
     data = prepare_data(recipe, ctx.data_roots)
+    ctx.notes(data.notes)
     if planned.exists:
         check_same_data(planned.run.read_manifest().get("data"), data, planned.run.manifest_path)
     transfer_images = transfer_subset(recipe, data)  # checked before anything is trained or written

@@ -70,6 +70,10 @@ def _export_run(run: RunDir, ctx: StageContext, options: ExportOptions) -> dict[
     for stage in stages:
         inputs = _load(run, stage)
         for fmt in options.formats:
+            if fmt.needs_modules and getattr(inputs.fp32, "foreign_kind", None):
+                ctx.print(f"[yellow]{stage}[/] {fmt.name}: skipped: it quantizes the model's PyTorch layers, and "
+                          f"this teacher is {inputs.fp32.foreign_kind} (its onnx-int8 export is made)")
+                continue
             _export_one(run, ctx, inputs, fmt, options, data, references, calibration)
     return run.read_manifest().get("exports", {})
 

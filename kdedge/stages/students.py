@@ -6,7 +6,7 @@ chains, symmetry) all train their students through these, so none of them import
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
@@ -85,15 +85,14 @@ def build_transfer_set(recipe: Recipe, data: PreparedData, train: ImageData, tea
     # Unlabeled: the loop still needs a label per image for its running accuracy, so it gets the
     # teacher's prediction (train accuracy then reads as agreement with the teacher).
     cache = teacher_outputs(teacher, train, data.training.stats, [],
-                            batch_size=recipe.teacher.train.eval_batch_size, device=device)
+                            batch_size=recipe.teacher.batch_size, device=device)
     pseudo = with_labels(train, cache.logits.argmax(1).cpu())
     return TransferSet(_replace_train(data.training, pseudo), true_labels,
                        f"{description}, unlabeled ({'teacher pseudo-labels' if cfg.pseudo_labels else 'soft targets only'})")
 
 
 def _replace_train(training: TrainingData, train) -> TrainingData:
-    return TrainingData(train=train, val=training.val, test=training.test, stats=training.stats,
-                        hflip_ok=training.hflip_ok)
+    return replace(training, train=train)  # keeps the training transform and stats
 
 
 def distill_student(recipe: Recipe, run: RunDir, ctx: StageContext, *, data: PreparedData, transfer: TransferSet,

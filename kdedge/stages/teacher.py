@@ -15,6 +15,7 @@ from kdedge.recipe import Recipe
 from kdedge.run import PlannedRun, RunDir
 from kdedge.stages.context import StageContext
 from kdedge.stages.data import PreparedData, check_same_data, prepare_data
+from kdedge.stages.foreign_teacher import import_foreign_teacher, source_fingerprint
 from kdedge.stages.roles import RoleJob, resume_state_for, train_role
 from kdedge.train import supervised_step
 
@@ -23,6 +24,8 @@ def train_teacher(recipe: Recipe, planned: PlannedRun, ctx: StageContext, *, res
                   data: PreparedData | None = None) -> dict[str, Any]:
     """Train the teacher, or reuse a finished one. `data` may be passed when already loaded."""
     fingerprint = f"{recipe.hash}:{STAGE}"
+    if recipe.teacher.source is not None:
+        fingerprint += f":{source_fingerprint(recipe)}"  # other weights in the same file name: another teacher
     record = finished_record(planned.run, STAGE, exists=planned.exists)
     if record:
         stale_fingerprint(planned.run, STAGE, record, fingerprint)  # reuse only what this recipe would train
@@ -32,9 +35,15 @@ def train_teacher(recipe: Recipe, planned: PlannedRun, ctx: StageContext, *, res
         return record
     if recipe.teacher.from_run is not None:
         return import_teacher(recipe, planned, ctx, data, fingerprint)
+    if recipe.teacher.source is not None:
+        data = data or _load_data(recipe, ctx)
+        if planned.exists:
+            check_same_data(planned.run.read_manifest().get("data"), data, planned.run.manifest_path)
+        return import_foreign_teacher(recipe, planned, ctx, data, fingerprint,
+                                      source=str(planned.recipe_file or f"recipe {recipe.name}"))
     resume_state = resume_state_for(planned.run, STAGE, fingerprint, resume=resume, exists=planned.exists)
     device = ctx.device(recipe.device)
-    data = data or prepare_data(recipe, ctx.data_roots)
+    data = data or _load_data(recipe, ctx)
     if planned.exists:
         check_same_data(planned.run.read_manifest().get("data"), data, planned.run.manifest_path)
     run = planned.create()  # only now: a data error leaves nothing behind
@@ -55,7 +64,7 @@ def import_teacher(recipe: Recipe, planned: PlannedRun, ctx: StageContext,
     so this run stays self-contained (export and bench read only their own run directory)."""
     source = RunDir(recipe.teacher.from_run)
     theirs = source.read_manifest()
-    data = data or prepare_data(recipe, ctx.data_roots)
+    data = data or _load_data(recipe, ctx)
     check_same_data(theirs.get("data"), data, source.manifest_path)
     files = _source_files(source)  # read (and the model verified) before anything is written here
     run = planned.create()
@@ -93,3 +102,10 @@ def _source_files(source: RunDir) -> dict[str, bytes]:
                           f"not the one in {source.manifest_path}); retrain that teacher or point "
                           "teacher.from_run at another run")
     return out
+
+
+def _load_data(recipe: Recipe, ctx: StageContext) -> PreparedData:
+    """The recipe's data, its notes shown (distill loads the data and shows them itself)."""
+    data = prepare_data(recipe, ctx.data_roots)
+    ctx.notes(data.notes)
+    return data

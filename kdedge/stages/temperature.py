@@ -34,7 +34,7 @@ def calibrate_teacher(run: RunDir, ctx: StageContext, data: PreparedData | None 
     model.to(device)
     data = data or prepare_data(recipe, ctx.data_roots)
     check_same_data(run.read_manifest().get("data"), data, run.manifest_path)
-    batch = recipe.teacher.train.eval_batch_size
+    batch = recipe.teacher.batch_size
     val = data.training.val
     test = data.training.test
     val_logits = predict_logits(model, val, data.training.stats, batch_size=batch, device=device)

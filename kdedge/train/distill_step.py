@@ -19,8 +19,9 @@ import torch
 from torch import nn
 
 from kdedge.data import ImageData
+from kdedge.errors import KdedgeError
 from kdedge.features import FeatureTap
-from kdedge.inference import uses_conv
+from kdedge.inference import model_device, uses_conv
 from kdedge.inputs import InputStats
 from kdedge.losses import LossDef, make_hint_adapter
 from kdedge.train.batches import prepare_batch
@@ -79,7 +80,7 @@ def feature_cache_fits(teacher: nn.Module, probe: torch.Tensor, paths: list[str]
     if not paths:
         return True
     with torch.inference_mode(), FeatureTap(teacher, paths) as tap:
-        teacher.eval()(probe[:1].to(next(teacher.parameters()).device))
+        teacher.eval()(probe[:1].to(model_device(teacher)))
         per_image = sum(tap.features[p][0].numel() * 4 for p in paths)
     return per_image * n <= CACHE_LIMIT_BYTES
 
@@ -119,7 +120,11 @@ def make_distill_step(student: nn.Module, teacher: nn.Module, terms: list[KDTerm
             t_feats = _probe(teacher, teacher_paths, probe)
         for term in hinted:
             s_path, t_path = term.feature_paths
-            adapters.append(make_hint_adapter(s_feats[s_path], t_feats[t_path]))
+            try:
+                adapters.append(make_hint_adapter(s_feats[s_path], t_feats[t_path]))
+            except ValueError as exc:  # e.g. a map against a vector: only the recipe can fix it
+                raise KdedgeError(f"distill.losses: hint student: {s_path} / teacher: {t_path}: {exc}; pick "
+                                  "feature paths of the same kind (both maps or both vectors)") from None
     student_tap = FeatureTap(student, student_paths) if student_paths else None
     teacher_tap = FeatureTap(teacher, teacher_paths) if teacher_paths and cache is None else None
 
@@ -158,7 +163,7 @@ def make_distill_step(student: nn.Module, teacher: nn.Module, terms: list[KDTerm
 
 def _probe(model: nn.Module, paths: list[str], x: torch.Tensor) -> dict[str, torch.Tensor]:
     was_training = model.training
-    device = next(model.parameters()).device
+    device = model_device(model)
     model.eval()
     try:
         with FeatureTap(model, paths) as tap:

@@ -120,7 +120,8 @@ def fit(model: nn.Module, step: StepFn, *, data: TrainingData, cfg: TrainConfig,
     bounds = batch_bounds(len(data.train), cfg.batch_size)
     steps_per_epoch = len(bounds)
     mean, std = data.stats.tensors(device)
-    augmentation = AugmentSpec(cfg.crop_padding, data.hflip_ok) if cfg.augment else None
+    augmentation = (AugmentSpec(cfg.crop_padding, data.hflip_ok, data.train_transform, data.min_crop_scale)
+                    if cfg.augment else None)
 
     progress = _progress(console)
     checkpointed = start_epoch
@@ -172,7 +173,10 @@ def _train_epoch(model, step, optimizer, train: ImageData, mean, std, *, cfg: Tr
     steps_per_epoch = len(bounds)
     for i, (start, end) in enumerate(bounds):
         idx = perm[start:end]
-        x = prepare_batch(train.images[idx], mean, std, augmentation=augmentation, generator=aug_gen,
+        batch = train.images[idx]
+        if device.type == "cuda":  # page-locked, so the copy to the device overlaps the step
+            batch = batch.pin_memory()
+        x = prepare_batch(batch, mean, std, augmentation=augmentation, generator=aug_gen,
                           channels_last=channels_last)
         y = train.labels[idx].to(device, non_blocking=True)
         lr = learning_rate(epoch * steps_per_epoch + i, steps_per_epoch, cfg.epochs, cfg.optimizer, cfg.schedule)

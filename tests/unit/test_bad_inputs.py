@@ -114,6 +114,21 @@ def _foreign_dir_with_force(tmp: Path, make) -> list[str]:
     return ["train", str(make()), "--force"]
 
 
+def _image_folder(break_it: Callable[[Path], None]):
+    """A tiny image folder next to the recipe, broken by `break_it`, trained with `kdedge train`."""
+    def setup(tmp: Path, make) -> list[str]:
+        from PIL import Image
+
+        for split in ("train", "test"):
+            for cls in ("cat", "dog"):
+                (tmp / "imgs" / split / cls).mkdir(parents=True)
+                for i in range(3):
+                    Image.new("RGB", (9, 7), (i * 50, 9, 9)).save(tmp / "imgs" / split / cls / f"{i}.png")
+        break_it(tmp / "imgs")
+        return ["train", str(make({"data": {"dataset": "image_folder", "root": "imgs", "image_size": 8}}))]
+    return setup
+
+
 CASES = [
     Case("unknown-top-level-key", _recipe({"epochs": 3}), ("recipe.yaml", "epochs: unknown key", "allowed keys here")),
     Case("unknown-nested-key", _recipe({"teacher": {"train": {"epoch": 3}}}),
@@ -155,6 +170,14 @@ CASES = [
     Case("data-key-typo", _recipe({"data": {"val_fracton": 0.2}}), ("data.val_fracton: unknown key", "val_fraction")),
     Case("dataset-option-out-of-range", _recipe({"data": {"dataset": "image_folder", "root": "/", "image_size": 0}}),
          ("data.image_size", "greater than or equal to 4")),
+    Case("image-folder-empty-class", _image_folder(lambda r: (r / "train" / "owl").mkdir()),
+         ("imgs/train/owl", "no images", "remove the folder")),
+    Case("image-folder-corrupt-file", _image_folder(lambda r: (r / "test" / "dog" / "x.jpg").write_bytes(b"\xff\xd8no")),
+         ("imgs/test/dog/x.jpg", "cannot read image", "bad_files: skip")),
+    Case("image-folder-class-missing-from-test", _image_folder(lambda r: (r / "train" / "owl").mkdir() or
+                                                                 (r / "train" / "owl" / "a.png").write_bytes(
+                                                                     (r / "train" / "cat" / "0.png").read_bytes())),
+         ("imgs/test", "owl", "add test images")),
     Case("calibrate-given-a-file", lambda tmp, make: ["calibrate", str(make())], ("recipe.yaml", "not a kdedge run")),
     Case("output-dir-is-a-file", _output_dir_is_a_file, ("afile", "is a file", "output_dir")),
     Case("force-never-deletes-a-foreign-dir", _foreign_dir_with_force, ("runs/tiny", "not a kdedge run", "move")),

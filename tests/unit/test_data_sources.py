@@ -24,16 +24,19 @@ def make_tree(root, spec):
 def test_image_folder_loads_and_resizes(tmp_path):
     make_tree(tmp_path, {
         "train": {"b_stop": [(255, 0, 0), (250, 0, 0)], "a_yield": [(0, 0, 255)]},
+        "val": {"b_stop": [(255, 0, 0)], "a_yield": [(0, 0, 251)]},
         "test": {"b_stop": [(255, 0, 0)], "a_yield": [(0, 0, 250)]},
     })  # fmt: skip
     d = load_dataset("image_folder", [tmp_path / "missing", tmp_path], image_size=5)
-    assert d.classes == ("a_yield", "b_stop") and not d.hflip_ok and d.source == str(tmp_path)
+    # flips are on unless data.orientation_dependent says labels depend on orientation
+    assert d.classes == ("a_yield", "b_stop") and d.hflip_ok and d.source == str(tmp_path)
     assert d.train.images.shape == (3, 3, 5, 5) and d.train.images.dtype == torch.uint8
-    assert d.train.labels.tolist() == [0, 1, 1] and d.test.labels.tolist() == [0, 1]
+    assert d.train.labels.tolist() == [0, 1, 1] and d.test.labels.tolist() == [0, 1] and len(d.val) == 2
     assert d.train.images[0, 2].eq(255).all() and d.train.images[0, :2].eq(0).all()
-    # mean of channel 0 over train: (0 + 255 + 250) / 3 / 255
+    # mean of channel 0 over the train split: (0 + 255 + 250) / 3 / 255
     assert d.mean[0] == pytest.approx((255 + 250) / 3 / 255, abs=1e-6)
-    assert d.mean[1] == 0 and d.std[1] == 0
+    assert d.mean[1] == 0 and d.std[1] == 1  # a constant channel: std 1, not a division by 0
+    assert not load_dataset("image_folder", [tmp_path], image_size=5, orientation_dependent=True).hflip_ok
 
 
 def test_image_folder_test_class_not_in_train(tmp_path):
@@ -45,7 +48,7 @@ def test_image_folder_test_class_not_in_train(tmp_path):
 def test_image_folder_not_found_and_bad_image(tmp_path):
     with pytest.raises(KdedgeError) as e:
         load_dataset("image_folder", [tmp_path / "nope"])
-    assert str(tmp_path / "nope" / "train") in e.value.message
+    assert str(tmp_path / "nope") in e.value.message and "no train/ folder" in e.value.message
     make_tree(tmp_path, {"train": {"a": [(1, 1, 1)]}, "test": {"a": [(1, 1, 1)]}})
     (tmp_path / "train" / "a" / "bad.png").write_bytes(b"not a png")
     with pytest.raises(KdedgeError) as e:

@@ -172,7 +172,7 @@ def test_teacher_from_another_run_is_imported_not_retrained(tmp_path: Path, make
 
 @pytest.mark.parametrize("teacher,needle", [
     ({"from_run": "/nonexistent/run"}, "teacher.from_run: /nonexistent/run is not a kdedge run"),
-    ({}, "the teacher needs model: and train:, or from_run:"),
+    ({}, "the teacher needs model: and train:, from_run:"),
 ])
 def test_bad_teacher_sources(teacher, needle, tmp_path: Path, make_recipe, cli):
     kd = {k: v for k, v in KD.items() if k != "teacher"}

@@ -173,7 +173,8 @@ def test_decompression_bomb_png_is_one_line(tmp_path, width, height):
 
     for split in ("train", "test"):
         (tmp_path / split / "a").mkdir(parents=True)
-        Image.new("RGB", (8, 8), (1, 2, 3)).save(tmp_path / split / "a" / "ok.png")
+        for name in ("ok.png", "ok2.png"):  # two train images: one is drawn for validation
+            Image.new("RGB", (8, 8), (1, 2, 3)).save(tmp_path / split / "a" / name)
     bomb = tmp_path / "train" / "a" / "bomb.png"
     bomb.write_bytes(_png(width, height))
     # Pillow refuses the first itself (past twice its limit); ours refuses the second, before decoding
