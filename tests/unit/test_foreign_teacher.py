@@ -206,17 +206,20 @@ def test_recipe_rules_for_own_teachers(teacher, extra, needle, tmp_path, cli):
     assert "\n" not in result.stderr.strip()
 
 
+class WithFeature(torch.nn.Module):
+    """A teacher of the user's own class that also returns a feature map (its second output)."""
+
+    def __init__(self):
+        super().__init__()
+        self.net = build_model("cnn", in_channels=1, num_classes=10, image_size=8)
+
+    def forward(self, x):
+        feat = self.net.stages(x)
+        return self.net.head(feat), feat
+
+
 def test_onnx_teacher_extra_output_is_a_feature_for_hint(tmp_path, cli):
     """Feature KD with an ONNX teacher names one of its extra outputs; the student's adapter is fed it."""
-
-    class WithFeature(torch.nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.net = build_model("cnn", in_channels=1, num_classes=10, image_size=8)
-
-        def forward(self, x):
-            feat = self.net.stages(x)
-            return self.net.head(feat), feat
 
     model = WithFeature().eval()
     torch.onnx.export(model, (torch.zeros(2, 1, 8, 8),), str(tmp_path / "f.onnx"), input_names=["input"],
@@ -234,15 +237,6 @@ def test_onnx_teacher_extra_output_is_a_feature_for_hint(tmp_path, cli):
 
 
 def test_hint_from_an_onnx_teacher_output_through_the_cli(tmp_path, cli):
-    class WithFeature(torch.nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.net = build_model("cnn", in_channels=1, num_classes=10, image_size=8)
-
-        def forward(self, x):
-            feat = self.net.stages(x)
-            return self.net.head(feat), feat
-
     torch.onnx.export(WithFeature().eval(), (torch.zeros(2, 1, 8, 8),), str(tmp_path / "f.onnx"),
                       input_names=["input"], output_names=["logits", "stage_out"], dynamo=True,
                       dynamic_shapes=({0: torch.export.Dim("batch")},))
