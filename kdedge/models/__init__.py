@@ -11,8 +11,20 @@ import inspect
 
 from torch import nn
 
-from kdedge.models import cnn, mlp, resnet, vgg, wrn  # noqa: F401  imported to register their builders
-from kdedge.models.base import ModelConfigError
+from kdedge.models import (  # noqa: F401  imported to register their builders
+    cnn,
+    efficientnet_lite,
+    mlp,
+    mobilenet_v2,
+    mobilenet_v3,
+    mobileone,
+    resnet,
+    resnet_imagenet,
+    shufflenet,
+    vgg,
+    wrn,
+)
+from kdedge.models.base import ModelConfigError, deploy_form
 from kdedge.models.registry import FIXED, MODELS
 from kdedge.options import OptionError, check_options, option_parameters
 
@@ -33,4 +45,4 @@ def build_model(name: str, *, in_channels: int, num_classes: int, image_size: in
     return builder(in_channels=in_channels, num_classes=num_classes, image_size=image_size, **kwargs)
 
 
-__all__ = ["MODELS", "ModelConfigError", "build_model", "model_options"]
+__all__ = ["MODELS", "ModelConfigError", "build_model", "deploy_form", "model_options"]

@@ -14,6 +14,7 @@ Layout contract (feature KD hooks modules by path, MC dropout toggles ``nn.Dropo
 
 from __future__ import annotations
 
+import copy
 from collections import OrderedDict
 from typing import Iterable
 
@@ -158,3 +159,13 @@ def blocks_per_stage(depth: int, fixed_layers: int, examples: str) -> int:
     if isinstance(depth, bool) or not isinstance(depth, int) or depth < 6 + fixed_layers or (depth - fixed_layers) % 6:
         raise ModelConfigError("depth", f"must be 6n+{fixed_layers} with n >= 1 ({examples}, ...), got {depth!r}")
     return (depth - fixed_layers) // 6
+
+
+def deploy_form(model: nn.Module) -> nn.Module:
+    """The form to export and benchmark: for a model with ``reparameterize()`` (MobileOne) a re-parameterised
+    deep copy (the trained model stays trainable), otherwise the model itself."""
+    if not callable(getattr(model, "reparameterize", None)):
+        return model
+    fused = copy.deepcopy(model)
+    fused.reparameterize()
+    return fused

@@ -10,7 +10,7 @@ from kdedge.models import MODELS, build_model, model_options
 
 NAMES = MODELS.names()
 NUM_CLASSES = 7  # not 10, so a shape bug cannot hide behind a matching default
-OPTION_TYPES = (int, float, bool, list[int])
+OPTION_TYPES = (int, float, bool, str, list[int])  # str: a choice, e.g. the edge nets' stem
 
 
 def _build(name: str, in_channels: int = 3, image_size: int = 32, **kw) -> nn.Module:
