@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Mapping
+from typing import Any, Mapping, Sequence
 
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
@@ -12,9 +12,22 @@ from kdedge.io import atomic_path
 from kdedge.metrics import CalibrationBins
 
 
-def reliability_diagram(curves: Mapping[str, CalibrationBins], path: Path, *, title: str) -> None:
+# a bin with fewer images than this (or than 1 % of the split) says little about calibration: drawn
+# hollow (and small: area ∝ count), so a 3-image bin at accuracy 0 does not read like a finding
+FEW_IMAGES = 10
+FEW_FRACTION = 0.01
+
+
+def few_sample_bins(bins: CalibrationBins) -> list[bool]:
+    """Per bin: True when it holds some, but too few, of the split's images to read much into."""
+    limit = max(FEW_IMAGES, FEW_FRACTION * bins.n)
+    return [0 < k < limit for k in bins.counts]
+
+
+def reliability_diagram(curves: Mapping[str, CalibrationBins], path: Path, *, title: str) -> Figure:
     """Accuracy vs mean confidence per bin for each named curve, overlaid, with the identity line,
-    a per-bin sample-count panel below and each curve's ECE in the legend; written as PNG atomically."""
+    a per-bin sample-count panel below and each curve's ECE in the legend; written as PNG atomically.
+    Marker area grows with the bin's count; bins with few images (few_sample_bins) are hollow."""
     if not curves:
         raise ValueError("reliability_diagram needs at least one curve")
     first = next(iter(curves.values()))
@@ -32,12 +45,20 @@ def reliability_diagram(curves: Mapping[str, CalibrationBins], path: Path, *, ti
     edges = first.edges
     m = len(edges) - 1
     n_curves = len(curves)
+    any_few = False
     for i, (name, bins) in enumerate(curves.items()):
         # empty bins have no accuracy to show; plotting them at 0 would look like a miscalibration
-        pts = [(c, a) for k, c, a in zip(bins.counts, bins.confidence, bins.accuracy) if k > 0]
+        few = few_sample_bins(bins)
+        pts = [(c, a, k, f) for k, c, a, f in zip(bins.counts, bins.confidence, bins.accuracy, few) if k > 0]
         xs, ys = [p[0] for p in pts], [p[1] for p in pts]
         label = f"{name} (ECE {bins.ece:.4f}, n={bins.n})"
-        (line,) = ax.plot(xs, ys, marker="o", linewidth=1.5, clip_on=False, label=label)
+        (line,) = ax.plot(xs, ys, linewidth=1.2, clip_on=False, label=label)
+        color = line.get_color()
+        top = max((p[2] for p in pts), default=1)
+        sizes = [12 + 140 * p[2] / top for p in pts]  # area ∝ images in the bin
+        ax.scatter(xs, ys, s=sizes, clip_on=False, zorder=3, linewidths=1.2, edgecolors=color,
+                   facecolors=["none" if p[3] else color for p in pts])
+        any_few = any_few or any(p[3] for p in pts)
         # grouped bars: curve i takes the i-th slice of each bin's width
         widths = [(edges[j + 1] - edges[j]) / n_curves for j in range(m)]
         lefts = [edges[j] + i * widths[j] for j in range(m)]
@@ -48,7 +69,10 @@ def reliability_diagram(curves: Mapping[str, CalibrationBins], path: Path, *, ti
     ax.set_ylabel("accuracy")
     ax.set_title(title)
     ax.grid(True, alpha=0.3)
-    ax.legend(loc="upper left", fontsize="small")
+    if any_few:  # a legend entry for the hollow markers
+        ax.scatter([], [], s=30, facecolors="none", edgecolors="0.4",
+                   label=f"hollow: bin with < {FEW_IMAGES} images or < {FEW_FRACTION:.0%} of the split")
+    ax.legend(loc="lower right", fontsize="small")  # below the diagonal at high confidence: rarely any point
     ax_n.set_xlabel("confidence (max probability)")
     ax_n.set_ylabel("samples per bin")
     ax_n.set_xticks(edges if m <= 20 else edges[:: max(1, m // 10)])
@@ -56,6 +80,7 @@ def reliability_diagram(curves: Mapping[str, CalibrationBins], path: Path, *, ti
 
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png")  # tmp has a .tmp suffix, so name the format
+    return fig
 
 
 def line_plot(series: Mapping[str, tuple[list, list[float]]], path: Path, *, title: str, xlabel: str,
@@ -80,3 +105,62 @@ def line_plot(series: Mapping[str, tuple[list, list[float]]], path: Path, *, tit
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png")
+
+
+_FAMILY_MARKERS = {"torch": "o", "ort": "s", "openvino": "D", "trt": "^"}
+
+
+def tradeoff_plot(points: Sequence[Mapping[str, Any]], path: Path, *, title: str, xlabel: str,
+                  min_accuracy: float | None = None, budget_ms: float | None = None,
+                  chosen: tuple[str, str] | None = None, runner_up: tuple[str, str] | None = None) -> Figure:
+    """Accuracy against latency, one marker per model x runtime: colour = model, shape = runtime family,
+    filled = fp32 and hollow = INT8, area ∝ size on disk; the limits as dashed lines, the recommended
+    point ringed (runner-up: dotted ring). `points`: model, runtime, family, precision, latency_ms,
+    accuracy, size_bytes, gate_failed (an INT8 kept by --allow-drop: labelled with †). PNG, atomic."""
+    from matplotlib.lines import Line2D
+
+    fig = Figure(figsize=(9.6, 5.6), dpi=110, layout="constrained")
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot(1, 1, 1)
+    models = list(dict.fromkeys(p["model"] for p in points))
+    colors = {m: f"C{i % 10}" for i, m in enumerate(models)}
+    biggest = max((p["size_bytes"] or 0 for p in points), default=0) or 1
+    for i, p in enumerate(points):
+        color, area = colors[p["model"]], 30 + 400 * (p["size_bytes"] or 0) / biggest
+        ax.scatter([p["latency_ms"]], [p["accuracy"] * 100], s=area, marker=_FAMILY_MARKERS.get(p["family"], "P"),
+                   facecolors=color if p["precision"] == "fp32" else "white", edgecolors=color, linewidths=1.8,
+                   alpha=0.85, zorder=3)
+        tag = f"{p['model']} {p['runtime']}" + (" †" if p["gate_failed"] else "")
+        # alternate above / below: points of one model often sit on one accuracy row
+        ax.annotate(tag, (p["latency_ms"], p["accuracy"] * 100), xytext=(7, 6 if i % 2 else -11),
+                    textcoords="offset points", fontsize=7, color="0.25")
+    rings: list[Line2D] = []
+    for ring, style, label in ((chosen, "-", "recommended"), (runner_up, ":", "runner-up")):
+        hit = [p for p in points if ring and (p["model"], p["runtime"]) == ring]
+        if hit:
+            ax.scatter([hit[0]["latency_ms"]], [hit[0]["accuracy"] * 100], s=900, facecolors="none",
+                       edgecolors="black", linewidths=2, linestyles=style, zorder=4)
+            rings.append(Line2D([], [], linestyle=style, color="black", marker="o", markersize=11,
+                                markerfacecolor="none", label=label))
+    if min_accuracy is not None:
+        ax.axhline(min_accuracy * 100, linestyle="--", color="0.4", linewidth=1, label="accuracy limit (--max-drop)")
+    if budget_ms is not None:
+        ax.axvline(budget_ms, linestyle="--", color="C3", linewidth=1, label="latency budget (--budget-ms)")
+    ax.set_xscale("log")
+    ax.margins(x=0.15, y=0.08)  # room for the labels of the outermost points
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_title(title)
+    ax.grid(True, which="both", alpha=0.3)
+    handles = [Line2D([], [], linestyle="", marker="o", color=colors[m], label=m) for m in models]
+    handles += [Line2D([], [], linestyle="", marker=_FAMILY_MARKERS.get(f, "P"), color="0.3", label=f)
+                for f in dict.fromkeys(p["family"] for p in points)]
+    handles += [Line2D([], [], linestyle="", marker="o", markerfacecolor="white", color="0.3", label="INT8 (hollow)")]
+    handles += rings + ax.get_legend_handles_labels()[0]
+    if any(p["gate_failed"] for p in points):
+        handles.append(Line2D([], [], linestyle="", label="† INT8 that failed the export gate (--allow-drop)"))
+    ax.legend(handles=handles, fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0),
+              title="area ∝ size on disk", title_fontsize="small")
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")
+    return fig

@@ -6,6 +6,8 @@ from pathlib import Path
 from typing import Any
 
 from kdedge.bench.jetson import TRT_DIR
+from kdedge.bench.report_decision import (TRADEOFF_PNG, UNSTABLE_MARK, caveat_lines, decision_lines, files_lines,
+                                          label_of, runtime_label, temperature_lines, write_tradeoff)
 from kdedge.io import write_text
 from kdedge.markdown import markdown_table
 from kdedge.metrics import CalibrationBins
@@ -23,11 +25,12 @@ def rows(report: dict[str, Any]) -> list[list[Any]]:
             b1 = r.get("batch1")
             ratio = report["ratios"].get(stage, {}).get(runtime, {}).get("batch1")
             out.append([
-                stage, runtime, f"{r['size_bytes'] / 1e6:.3f}" if r.get("size_bytes") else "—",
+                stage, runtime_label(r, runtime), f"{r['size_bytes'] / 1e6:.3f}" if r.get("size_bytes") else "—",
                 f"{info['parameters']:,}", "—" if info["macs"] is None else f"{info['macs'] / 1e6:.2f}",
                 f"{r['accuracy']:.4f}", f"{r['nll']:.4f}",
                 f"{r['ece']:.4f}", f"{r['mce']:.4f}",
-                f"{b1['median_ms']:.3f} ({b1['p10_ms']:.3f}–{b1['p90_ms']:.3f})" if b1 else "—",
+                (f"{b1['median_ms']:.3f} ({b1['p10_ms']:.3f}–{b1['p90_ms']:.3f})" if b1 else "—")
+                + (f" {UNSTABLE_MARK}" if r.get("timing_flags") else ""),
                 f"{r[batch]['images_per_s']:,.0f}" if batch in r else "—",
                 f"{ratio:.2f}×" if ratio else ("1×" if stage == "teacher" else "—"),
             ])
@@ -37,13 +40,16 @@ def rows(report: dict[str, Any]) -> list[list[Any]]:
 def write_markdown(report: dict[str, Any], out_dir: Path) -> Path:
     m = report["machine"]
     where = f" on `{report['host']}` over SSH" if report.get("host") else ""
+    versions = report["versions"]
+    openvino = f", openvino {versions['openvino']}" if "openvino" in versions else ""
     lines = [f"# kdedge bench: {report['recipe']} ({report['run']})", "",
+             *decision_lines(report, (out_dir / TRADEOFF_PNG).is_file()),
              f"Device `{report['device']}`{where}, {report['threads']} thread(s), CPU {m['cpu']} "
-             f"({m['logical_cores']} logical cores); torch {report['versions'].get('torch')}, onnxruntime "
-             f"{report['versions'].get('onnxruntime')}. Test split: {report['data']['test_images']} images of "
+             f"({m['logical_cores']} logical cores); torch {versions.get('torch')}, onnxruntime "
+             f"{versions.get('onnxruntime')}{openvino}. Test split: {report['data']['test_images']} images of "
              f"{report['data']['dataset']}. Timings: median of {report['timing']['rounds']}×"
              f"{report['timing']['runs_per_round']} runs after warm-up, models interleaved per runtime.", "",
-             "## Models × runtimes", "", markdown_table(COLUMNS, rows(report)), ""]
+             "## Models × runtimes", "", markdown_table(COLUMNS, rows(report)), "", *caveat_lines(report)]
     if "device_info" in report:
         lines += device_info_lines(report["device_info"])
     if "trtexec" in report:
@@ -52,10 +58,12 @@ def write_markdown(report: dict[str, Any], out_dir: Path) -> Path:
     if ratios:
         lines += ["## Teacher / student inference-time ratios (same runtime)", "",
                   markdown_table(["model", "runtime", "batch 1", f"batch {report['batch']}"],
-                                 [[s, rt, f"{v.get('batch1', 0):.2f}×", f"{v.get('batch' + str(report['batch']), 0):.2f}×"]
+                                 [[s, label_of(report, s, rt), f"{v.get('batch1', 0):.2f}×", f"{v.get('batch' + str(report['batch']), 0):.2f}×"]
                                   for s, by_rt in ratios.items() for rt, v in by_rt.items()]), ""]
     cal = report["calibration"]
-    lines += ["## Calibration (fp32 torch, test split)", "", "![reliability](reliability.png)", ""]
+    lines += ["## Calibration (fp32 torch, test split)", "", "![reliability](reliability.png)", "",
+              "Marker area grows with the bin's image count; hollow markers are bins with too few images to "
+              "read much into.", "", *temperature_lines(report)]
     if cal.get("teacher_temperature"):
         before = CalibrationBins.from_dict(cal["bins"]["teacher"])
         after = CalibrationBins.from_dict(cal["teacher_bins_at_temperature"])
@@ -82,6 +90,7 @@ def write_markdown(report: dict[str, Any], out_dir: Path) -> Path:
                       ""]
         if any(m["applicable"] for m in unc["models"].values()):
             lines += ["![MC reliability](reliability_mc.png)", ""]
+    lines += files_lines(report)
     path = out_dir / "report.md"
     write_text(path, "\n".join(lines) + "\n")
     return path
@@ -137,6 +146,7 @@ def _ms(value: Any) -> str:
 
 
 def write_plots(report: dict[str, Any], out_dir: Path) -> list[Path]:
+    tradeoff = write_tradeoff(report, out_dir)
     cal = report["calibration"]
     curves = {stage: CalibrationBins.from_dict(b) for stage, b in cal["bins"].items()}
     paths = [out_dir / "reliability.png"]
@@ -152,7 +162,7 @@ def write_plots(report: dict[str, Any], out_dir: Path) -> list[Path]:
     if mc:
         paths.append(out_dir / "reliability_mc.png")
         reliability_diagram(mc, paths[-1], title=f"{report['recipe']}: MC-dropout reliability (torch)")
-    return paths
+    return paths + ([tradeoff] if tradeoff else [])
 
 
 def terminal_table(report: dict[str, Any]):
@@ -165,5 +175,6 @@ def terminal_table(report: dict[str, Any]):
     for c in short:
         table.add_column(c, justify="left" if c in ("model", "runtime") else "right")
     for r in rows(report):
-        table.add_row(r[0], r[1], r[2], r[5], r[7], r[9].split(" ")[0], r[10], r[11])
+        table.add_row(r[0], r[1], r[2], r[5], r[7], r[9].split(" ")[0] + (f" {UNSTABLE_MARK}" if UNSTABLE_MARK in r[9]
+                                                                         else ""), r[10], r[11])
     return table

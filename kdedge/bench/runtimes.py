@@ -64,9 +64,15 @@ class Runtime:
     factory: Callable[[Runtime, BenchModel], Predictor | None]  # None: nothing of this model to run here
     needs_cuda: bool = False    # left out of the default set when torch sees no CUDA GPU
     default: bool = True        # in the default set (no --runtime) when installed; else only when named
+    precision: str = "fp32"     # what its export computes in (the recommendation compares INT8 with fp32)
 
     def predictor(self, model: BenchModel) -> Predictor | None:
         return self.factory(self, model)
+
+    @property
+    def family(self) -> str:
+        """The runtime without its precision: `ort-int8` and `ort` are one family (INT8 vs its own fp32)."""
+        return self.name.removesuffix("-int8")
 
 
 def _torch(runtime: Runtime, m: BenchModel) -> Predictor | None:
@@ -96,15 +102,31 @@ def _trt(runtime: Runtime, m: BenchModel) -> Predictor | None:
     return Predictor(EngineRunner(path.read_bytes()), path)
 
 
+def _openvino(runtime: Runtime, m: BenchModel) -> Predictor | None:
+    from kdedge.bench.openvino_runtime import OpenVinoPredictor
+
+    path = m.export_file(runtime.export_format)
+    if path is None:
+        return None
+    check_input_shape(path, m.input_shape)
+    predict = OpenVinoPredictor(path, threads=m.threads, input_shape=tuple(m.input_shape))
+    return Predictor(predict, path, predict.report())
+
+
 RUNTIMES: dict[str, Runtime] = {r.name: r for r in (
     # on a Jetson, torch runs on its GPU when NVIDIA's JetPack wheel is installed, ONNX Runtime on its CPU
     Runtime("torch", None, ("cpu", "cuda", "jetson"), "torch", "pip install torch", _torch),
     Runtime("ort", "onnx", ("cpu", "cuda", "jetson"), "onnxruntime",
             "pip install onnxruntime (onnxruntime-gpu for cuda)", _ort),
-    Runtime("ort-int8", "onnx-int8", ("cpu", "jetson"), "onnxruntime", "pip install onnxruntime", _ort),
+    Runtime("ort-int8", "onnx-int8", ("cpu", "jetson"), "onnxruntime", "pip install onnxruntime", _ort,
+            precision="int8"),
+    # OpenVINO's CPU plugin on the same two ONNX files (x86 CPUs; its ARM build is not tested here)
+    Runtime("openvino", "onnx", ("cpu",), "openvino", "pip install 'kdedge[openvino]'", _openvino),
+    Runtime("openvino-int8", "onnx-int8", ("cpu",), "openvino", "pip install 'kdedge[openvino]'", _openvino,
+            precision="int8"),
     # the engine runs through CUDA torch tensors
     Runtime("trt", "engine", ("cuda", "jetson"), "tensorrt", "pip install 'kdedge[trt]' (NVIDIA's index) or JetPack",
-            _trt, needs_cuda=True),
+            _trt, needs_cuda=True, precision="int8"),
 )}
 
 

@@ -25,8 +25,13 @@ class Timing:
     def images_per_s(self) -> float:
         return self.batch / (self.median_ms / 1000)
 
+    @property
+    def spread(self) -> float:
+        """p90 / median: 1 on a quiet machine; far above 1 when other work or thread contention interferes."""
+        return self.p90_ms / self.median_ms if self.median_ms > 0 else float("inf")
+
     def to_dict(self) -> dict:
-        return {**asdict(self), "images_per_s": self.images_per_s}
+        return {**asdict(self), "images_per_s": self.images_per_s, "spread": self.spread}
 
 
 def summarise_times(seconds: list[float], batch: int) -> Timing:
@@ -51,3 +56,35 @@ def time_interleaved(calls: dict[str, Callable[[], object]], *, batch: int, roun
                 fn()
                 times[name].append(time.perf_counter() - t0)
     return {name: summarise_times(t, batch) for name, t in times.items()}
+
+
+# p90 / median above this: one run in ten took 1.5x the median or longer, more than the ordinary jitter
+# of a timer and cache; the median is then not a number to choose a model or runtime by
+MAX_SPREAD = 1.5
+
+
+def stability_advice(threads: int | None) -> str:
+    quiet = "on a quiet machine (nothing else running), with more --runs"
+    return f"re-run {quiet}" if threads == 1 else f"re-run with --threads 1 {quiet}"
+
+
+def stability_flags(measurements: dict[str, dict]) -> list[str]:
+    """Why the timings of one model on one runtime should not be trusted (empty when they can be).
+    `measurements`: {"batch1": Timing.to_dict(), "batch64": ...}. Flags a spread above MAX_SPREAD, and a
+    larger batch that gives fewer images per second than batch 1 (batching never costs throughput on an
+    idle CPU, so that is interference or thread oversubscription)."""
+    flags = []
+    for label, t in measurements.items():
+        spread = t["p90_ms"] / t["median_ms"] if t["median_ms"] > 0 else float("inf")
+        if spread > MAX_SPREAD:
+            flags.append(f"{_batch(label)}: p90/median {spread:.2f} (> {MAX_SPREAD})")
+    one = measurements.get("batch1")
+    for label, t in measurements.items():
+        if one is not None and t["batch"] > 1 and t["images_per_s"] < one["images_per_s"]:
+            flags.append(f"{_batch(label)}: {t['images_per_s']:,.0f} img/s, below batch 1's "
+                         f"{one['images_per_s']:,.0f} img/s")
+    return flags
+
+
+def _batch(label: str) -> str:
+    return "batch " + label.removeprefix("batch")

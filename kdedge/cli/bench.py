@@ -14,7 +14,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from kdedge.choices import BenchDevice, MupeMasks
-from kdedge.cli.app import ThreadsOpt, app, stage_context, user_errors
+from kdedge.cli.app import app, stage_context, user_errors
 from kdedge.errors import KdedgeError
 
 
@@ -32,7 +32,16 @@ def bench(
     mupe_masks: Annotated[MupeMasks, typer.Option("--mupe-masks", help="Dropout masks behind MUPE: independent "
                                                   "(each model its own, seed 000) or shared (identical where "
                                                   "shapes match: lower variance, not comparable).")] = "independent",
-    threads: ThreadsOpt = None,
+    threads: Annotated[int, typer.Option("--threads", help="CPU threads for every runtime (default 1: stable, "
+                                         "comparable numbers on a small or shared machine; see README, Bench).")] = 1,
+    max_drop: Annotated[float, typer.Option("--max-drop", help="Recommendation: at most this many accuracy points "
+                                            "below the teacher's fp32 accuracy.")] = 1.0,
+    max_ece: Annotated[Optional[float], typer.Option("--max-ece", help="Recommendation: at most this test ECE "
+                                                     "(0-1).")] = None,
+    budget_ms: Annotated[Optional[float], typer.Option("--budget-ms", help="Recommendation: at most this median "
+                                                       "latency (ms) per batch of --budget-batch images.")] = None,
+    budget_batch: Annotated[int, typer.Option("--budget-batch", help="Batch size of the latency budget and of "
+                                              "'fastest' (timed if it is not 1 or --batch).")] = 1,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report JSON to stdout (tables go to stderr).")] = False,
     host: Annotated[Optional[str], typer.Option("--host", help="Run the bench on user@addr[:port] over SSH (your "
                                                 "ssh config and keys; --device cpu or jetson there); the report "
@@ -50,8 +59,10 @@ def bench(
 ) -> None:
     """Accuracy, NLL, ECE/MCE, size, MACs, latency and teacher/student ratios of every model and runtime."""
     from kdedge.bench.report import terminal_table
+    from kdedge.bench.timing import stability_advice
     from kdedge.stages.bench import BenchOptions, bench_run
 
+    limits = _limits(max_drop, max_ece, budget_ms, budget_batch, threads)
     if host is None:
         _check_local_device(device)
     elif test_data is not None:
@@ -60,7 +71,7 @@ def bench(
     if as_json:
         ctx = dataclasses.replace(ctx, console=Console(stderr=True))  # stdout carries only the JSON
     options = BenchOptions(device=device, runtimes=runtime, batch=batch, runs=runs, threads=threads,
-                           mc_samples=mc_samples, mupe_masks=mupe_masks, test_data=test_data,
+                           mc_samples=mc_samples, mupe_masks=mupe_masks, test_data=test_data, limits=limits,
                            models=[m.strip() for m in models.split(",") if m.strip()] if models else None)
     if host is not None:
         from kdedge.remote.bench_job import RemoteOptions, bench_remote, parse_remote_kdedge, ssh_options
@@ -76,9 +87,37 @@ def bench(
     else:
         report = bench_run(run_dir, ctx, options)
     ctx.print(terminal_table(report))
-    ctx.print(f"[green]report[/]: {escape(str(run_dir / 'bench' / 'report.md'))} (+ report.json, reliability PNGs)")
+    ctx.print(f"[green]report[/]: {escape(str(run_dir / 'bench' / 'report.md'))} (+ report.json, tradeoff and "
+              "reliability PNGs)")
+    notes = report.get("timing_notes") or []
+    if notes:
+        more = f"; and {len(notes) - 3} more (report.md)" if len(notes) > 3 else ""
+        advice = stability_advice(report.get("threads"))
+        ctx.print(f"[yellow]unstable timings[/]: {escape('; '.join(notes[:3]) + more)}; {advice}")
+    rec = report.get("recommendation") or {}
+    for i, line in enumerate(str(x) for x in rec.get("lines") or []):  # what to ship: the last thing printed
+        ctx.print(("[bold green]" if i == 0 else "") + escape(line) + ("[/]" if i == 0 else ""))
     if as_json:
         print(json.dumps(report, indent=2))
+
+
+def _limits(max_drop: float, max_ece: float | None, budget_ms: float | None, budget_batch: int, threads: int):
+    """The recommendation's limits, each checked: a bad value is a one-line error naming the option."""
+    import math
+
+    from kdedge.bench.recommend import Limits
+
+    if not math.isfinite(max_drop) or not 0 <= max_drop <= 100:
+        raise KdedgeError(f"--max-drop {max_drop:g}: accuracy points below the teacher, between 0 and 100 (e.g. 1)")
+    if max_ece is not None and (not math.isfinite(max_ece) or not 0 < max_ece <= 1):
+        raise KdedgeError(f"--max-ece {max_ece:g}: an expected calibration error, above 0 and at most 1 (e.g. 0.05)")
+    if budget_ms is not None and (not math.isfinite(budget_ms) or budget_ms <= 0):
+        raise KdedgeError(f"--budget-ms {budget_ms:g}: a latency in milliseconds above 0 (e.g. 5)")
+    if budget_batch < 1:
+        raise KdedgeError(f"--budget-batch {budget_batch}: a batch size of at least 1")
+    if threads < 1:
+        raise KdedgeError(f"--threads {threads}: at least 1")
+    return Limits(max_drop=max_drop, max_ece=max_ece, budget_ms=budget_ms, budget_batch=budget_batch)
 
 
 def _check_local_device(device: str) -> None:

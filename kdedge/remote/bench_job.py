@@ -40,7 +40,7 @@ from kdedge.remote import ssh
 from kdedge.remote.fetch_report import fetch_report
 from kdedge.remote.target import SshTarget
 from kdedge.run import MANIFEST, RunDir
-from kdedge.stages.bench import BenchOptions, dataset_split, exported_models
+from kdedge.stages.bench import BenchOptions, dataset_split, exported_models, limit_args
 from kdedge.stages.context import StageContext
 
 NOT_SENT = ("engine",)        # a TensorRT engine only runs on the GPU that built it
@@ -199,6 +199,7 @@ def _run_remote_bench(remote: RemoteOptions, remote_run: str, stages: list[str],
         argv += ["--runtime", options.runtimes]
     if options.threads:
         argv += ["--threads", str(options.threads)]
+    argv += limit_args(options.limits)  # the device's report carries the recommendation for these limits
     proc = ssh.run(remote.target, argv, timeout=remote.timeout, connect_timeout=remote.connect_timeout)
     if proc.returncode != 0:
         raise KdedgeError(f"kdedge bench on {remote.target} failed (exit {proc.returncode}): {_remote_error(proc)}")

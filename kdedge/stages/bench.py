@@ -2,8 +2,9 @@
 
 Per model x runtime: accuracy, NLL, ECE, MCE on the test split (from that runtime's own logits), size
 on disk, parameters, MACs, latency at batch 1 and throughput at a larger batch (medians of many
-timed runs after warm-up, with p10/p90), and the teacher/student inference-time ratio on the same
-runtime. Calibration (reliability diagrams, the teacher before/after T*) and MC-dropout uncertainty
+timed runs after warm-up, with p10/p90 and a stability flag), and the teacher/student inference-time ratio
+on the same runtime; each measured file's SHA-256 and export record; the KD student against its baseline
+(paired bootstrap); and what to ship for the user's limits (kdedge/bench/recommend.py). Calibration (reliability diagrams, the teacher before/after T*) and MC-dropout uncertainty
 (torch, dropout models only) complete the report: <run>/bench/report.{json,md} + PNGs.
 
 The test split comes from the recipe's dataset, or from a --test-data file (what `kdedge bench --host`
@@ -23,8 +24,11 @@ from typing import Any
 import numpy as np
 import torch
 
+from kdedge.bench.annotate import (file_record, flag_timings, kd_vs_baseline, runtime_versions,
+                                   temperature_check, tiled)
 from kdedge.bench.jetson import device_info, tegrastats_sampling, tensorrt_version_from, trtexec_models
 from kdedge.bench.macs import count_macs
+from kdedge.bench.recommend import Limits, recommend
 from kdedge.bench.report import write_markdown, write_plots
 from kdedge.bench.runtimes import BenchModel, Runtime, parse_runtimes
 from kdedge.bench.split_file import BenchSplit, read_split, split_from_dataset
@@ -42,7 +46,9 @@ from kdedge.stages.context import StageContext
 from kdedge.stages.data import recorded_data
 
 # -2: data.test_sha256 and data.source; device_info and trtexec (jetson); host and remote_run (--host)
-REPORT_SCHEMA = "kdedge-bench-report-2"
+# -3: recommendation, kd_vs_baseline, timing_notes; per runtime entry: precision, family, file, sha256,
+#     export, timing_flags (and spread in each timing); calibration.temperature_check
+REPORT_SCHEMA = "kdedge-bench-report-3"
 
 
 @dataclass(frozen=True)
@@ -51,13 +57,14 @@ class BenchOptions:
     runtimes: str | None = None         # comma list; None = every installed runtime of the device
     models: list[str] | None = None
     batch: int = 64
-    threads: int | None = None
+    threads: int | None = 1             # one thread: stable numbers on a small shared box (README, Bench)
     rounds: int = 5
     runs: int = 20                      # timed runs per round (rounds x runs in all)
     mc_samples: int = 100              # 0 skips MC dropout
     mc_seed: int = 0
     mupe_masks: str = "independent"     # MC-dropout masks behind MUPE: independent | shared (choices.MUPE_MASKS)
     test_data: Path | None = None       # a test-split file (kdedge bench --host) instead of the dataset
+    limits: Limits = Limits()           # what the recommendation must meet
 
 
 def exported_models(run_root: Path, requested: list[str] | None) -> tuple[RunDir, dict, dict, list[str]]:
@@ -106,26 +113,30 @@ def _bench(run_root: Path, ctx: StageContext, options: BenchOptions, out_dir: Pa
             extras["device_info"] = device_info()
             extras["trtexec"], engines = trtexec_models(run.root, exports, stages, split.input_shape, options.batch,
                                                         out_dir, ctx.print)
-        models, predictors = _evaluate(run, exports, stages, runtimes, torch_models, split, images, engines,
+        models, predictors, correct = _evaluate(run, exports, stages, runtimes, torch_models, split, images, engines,
                                        torch_device, options, ctx)
         _time_all(predictors, models, images, options, ctx)
     if sampler is not None:
         info = extras["device_info"]
         info["tegrastats"] = sampler.summary()
         info["tensorrt"] = tensorrt_version_from(info["tensorrt"], extras["trtexec"])
+    timing_notes = flag_timings(models)
+    calibration = _calibration(run, torch_models, split, torch_device)
+    calibration["temperature_check"] = temperature_check(manifest)
     result = {
         "schema": REPORT_SCHEMA, "run": str(run_root), "recipe": manifest["recipe"]["name"],
         "device": options.device, "threads": options.threads or torch.get_num_threads(),
         "batch": options.batch, "timing": {"rounds": options.rounds, "runs_per_round": options.runs},
         "data": {"dataset": split.dataset, "test_images": int(len(split.labels)), "test_sha256": split.sha256,
                  "source": split.source},
-        "models": models, "ratios": _ratios(models),
-        "calibration": _calibration(run, torch_models, split, torch_device),
+        "models": models, "ratios": _ratios(models), "timing_notes": timing_notes,
+        "kd_vs_baseline": kd_vs_baseline(correct), "calibration": calibration,
         "uncertainty": _uncertainty(torch_models, images, split.labels, options, torch_device, ctx),
         **extras,
-        "machine": machine_info(), "versions": package_versions(),
+        "machine": machine_info(), "versions": {**package_versions(), **runtime_versions([r.name for r in runtimes])},
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
+    result["recommendation"] = recommend(result, options.limits)
     write_plots(result, out_dir)
     write_markdown(result, out_dir)
     write_json(out_dir / "report.json", result)
@@ -146,9 +157,11 @@ def _torch_device(device: str) -> torch.device:
 
 def _evaluate(run: RunDir, exports: dict, stages: list[str], runtimes: list[Runtime], torch_models: dict,
               split: BenchSplit, images: np.ndarray, engines: dict[str, Path], torch_device: torch.device,
-              options: BenchOptions, ctx: StageContext) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
-    """Per model: size, MACs and each runtime's metrics from its own logits; and the predictors to time."""
+              options: BenchOptions, ctx: StageContext) -> tuple[dict[str, Any], dict[str, dict[str, Any]], dict]:
+    """Per model: size, MACs and each runtime's metrics from its own logits; the predictors to time; and
+    which test images each model x runtime got right."""
     predictors: dict[str, dict[str, Any]] = {}
+    correct: dict[tuple[str, str], np.ndarray] = {}
     models: dict[str, dict[str, Any]] = {}
     for stage in stages:
         record = run.stage_record(stage) or {}
@@ -163,11 +176,14 @@ def _evaluate(run: RunDir, exports: dict, stages: list[str], runtimes: list[Runt
                 continue
             logits = batched(predictor.predict, images, options.batch)
             report = classification_report(torch.from_numpy(logits), split.labels)
-            models[stage]["runtimes"][runtime.name] = {**report, "size_bytes": predictor.file.stat().st_size,
-                                                       **predictor.report}
+            export = exports.get(stage, {}).get(runtime.export_format) if runtime.export_format else None
+            models[stage]["runtimes"][runtime.name] = {
+                **report, "size_bytes": predictor.file.stat().st_size, "precision": runtime.precision,
+                "family": runtime.family, **file_record(run.root, predictor.file, export), **predictor.report}
+            correct[(stage, runtime.name)] = logits.argmax(1) == split.labels.numpy()
             predictors.setdefault(runtime.name, {})[stage] = predictor.predict
             ctx.print(f"[cyan]{stage}[/] {runtime.name}: accuracy {report['accuracy']:.4f}, ECE {report['ece']:.4f}")
-    return models, predictors
+    return models, predictors, correct
 
 
 def _macs(model: torch.nn.Module, input_shape: tuple[int, int, int]) -> int | None:
@@ -184,9 +200,10 @@ def bench_models(run: RunDir, requested: list[str] | None, exports: dict) -> lis
 def _time_all(predictors: dict[str, dict[str, Any]], models: dict, images: np.ndarray, options: BenchOptions,
               ctx: StageContext) -> None:
     """Per runtime, the models are timed interleaved, so their ratio is not skewed by machine drift."""
+    sizes = sorted({1, options.batch, options.limits.budget_batch})  # the budget's batch size is timed too
     for runtime, by_stage in predictors.items():
-        for label, batch in (("batch1", 1), (f"batch{options.batch}", options.batch)):
-            x = np.ascontiguousarray(images[:batch])
+        for label, batch in ((f"batch{b}", b) for b in sizes):
+            x = tiled(images, batch)
             calls = {stage: (lambda p=p, x=x: p(x)) for stage, p in by_stage.items()}
             timings = time_interleaved(calls, batch=batch, rounds=options.rounds, runs=options.runs,
                                        warmup=max(5, options.runs // 2))
@@ -241,3 +258,13 @@ def _uncertainty(torch_models: dict, images: np.ndarray, labels: torch.Tensor, o
     return compare_mc_dropout(torch_models, torch.from_numpy(images), labels, samples=options.mc_samples,
                               seed=options.mc_seed, device=device, masks=options.mupe_masks,
                               log=ctx.print)
+
+
+def limit_args(limits: Limits) -> list[str]:
+    """The recommendation's limits as `kdedge bench` options (what --host passes to the device)."""
+    args = ["--max-drop", repr(limits.max_drop), "--budget-batch", str(limits.budget_batch)]
+    if limits.max_ece is not None:
+        args += ["--max-ece", repr(limits.max_ece)]
+    if limits.budget_ms is not None:
+        args += ["--budget-ms", repr(limits.budget_ms)]
+    return args

@@ -3,6 +3,8 @@ against independent computations (onnxruntime sessions, torch, torchmetrics) and
 
 from __future__ import annotations
 
+import copy
+import importlib.util
 import json
 import shutil
 from pathlib import Path
@@ -15,18 +17,22 @@ from tests.conftest import TINY_RECIPE, deep_update
 from tests.unit.test_export import CONV_RUN, LOOSE, invoke
 
 ort = pytest.importorskip("onnxruntime")
+HAS_OPENVINO = importlib.util.find_spec("openvino") is not None
+RUNTIMES = {"torch", "ort", "ort-int8"} | ({"openvino", "openvino-int8"} if HAS_OPENVINO else set())
 
 
 @pytest.fixture(scope="module")
 def exported_run(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("bench")
-    recipe = deep_update(TINY_RECIPE, {"output_dir": str(root / "runs"), **CONV_RUN, "name": "b"})
-    recipe["teacher"]["model"] = CONV_RUN["teacher"]["model"]
+    conv = copy.deepcopy(CONV_RUN)  # other modules share CONV_RUN's sub-dicts: nothing of theirs leaks in
+    recipe = deep_update(TINY_RECIPE, {"output_dir": str(root / "runs"), **conv, "name": "b"})
+    recipe["teacher"]["model"] = conv["teacher"]["model"]
+    recipe["distill"]["baseline"] = True  # KD vs baseline is part of the report
     path = root / "recipe.yaml"
     path.write_text(yaml.safe_dump(recipe, sort_keys=False))
     assert invoke("distill", path).exit_code == 0
     run = root / "runs" / "b"
-    result = invoke("export", run, "--int8", "--models", "teacher,student", *LOOSE)
+    result = invoke("export", run, "--int8", "--models", "teacher,student,baseline", *LOOSE, "--allow-drop")
     assert result.exit_code == 0, result.output
     assert invoke("bench", run, "--runs", "2").exit_code == 0
     return run
@@ -46,10 +52,10 @@ def digits_test():
 
 def test_report_holds_every_model_and_runtime(exported_run):
     r = report(exported_run)
-    assert r["schema"] == "kdedge-bench-report-2"
-    assert set(r["models"]) == {"teacher", "student"}
+    assert r["schema"] == "kdedge-bench-report-3"
+    assert set(r["models"]) == {"teacher", "student", "baseline"}
     for info in r["models"].values():
-        assert set(info["runtimes"]) == {"torch", "ort", "ort-int8"}
+        assert set(info["runtimes"]) == RUNTIMES
         assert info["macs"] > 0 and info["parameters"] > 0 and info["train_time_s"] > 0
         for rt in info["runtimes"].values():
             for key in ("accuracy", "nll", "ece", "mce", "size_bytes", "batch1", "batch64"):
@@ -92,7 +98,7 @@ def test_json_flag_prints_the_report(exported_run, tmp_path):
     result = invoke("bench", dst, "--runs", "1", "--runtime", "ort", "--json")
     assert result.exit_code == 0, result.output
     printed = result.stdout[result.stdout.index("{"):]
-    assert json.loads(printed)["schema"] == "kdedge-bench-report-2"
+    assert json.loads(printed)["schema"] == "kdedge-bench-report-3"
 
 
 def test_run_without_exports_says_to_export(tmp_path, make_recipe):
@@ -144,7 +150,7 @@ def test_tampered_export_is_refused(exported_run, tmp_path):
 def test_models_without_dropout_are_reported_as_such(exported_run):
     unc = report(exported_run)["uncertainty"]
     assert unc["samples"] == 100
-    for stage in ("teacher", "student"):
+    for stage in ("teacher", "student", "baseline"):
         assert unc["models"][stage] == {"applicable": False, "reason": unc["models"][stage]["reason"]}
         assert "no dropout" in unc["models"][stage]["reason"]
     assert "mupe" not in unc  # needs the teacher's MC confidence
@@ -178,3 +184,143 @@ def test_bench_run_loads_no_training_code(exported_run, tmp_path):
     assert "kdedge.stages.bench" in modules and "onnxruntime" in modules  # it did measure
     training = [m for m in modules if m.startswith(("kdedge.train", "kdedge.losses", "kdedge.stages.distill"))]
     assert training == []
+
+
+# --- what a person decides from: recommendation, KD vs baseline, files, stability, OpenVINO ---------------
+
+def test_report_json_carries_the_decision_fields(exported_run):
+    from kdedge.bench.kd_gain import paired_bootstrap
+    from kdedge.io import sha256_file
+
+    r = report(exported_run)
+    manifest = json.loads((exported_run / "manifest.json").read_text())
+    rec = r["recommendation"]
+    assert rec["limits"]["max_drop"] == 1.0 and rec["limits"]["budget_batch"] == 1
+    teacher = r["models"]["teacher"]["runtimes"]["torch"]["accuracy"]
+    assert rec["limits"]["min_accuracy"] == pytest.approx(teacher - 0.01)
+    pick = rec["choice"] or rec["closest"]
+    assert pick["model"] in r["models"] and pick["runtime"] in r["models"][pick["model"]]["runtimes"]
+    if rec["choice"]:  # the pick is the fastest of those that meet the limit (ties: the more accurate)
+        meeting = [(s, rt, e["batch1"]["median_ms"]) for s, i in r["models"].items() for rt, e in i["runtimes"].items()
+                   if e["accuracy"] >= rec["limits"]["min_accuracy"] - 1e-12]
+        assert rec["choice"]["latency_ms"] <= min(ms for *_, ms in meeting) + 1e-12 or rec["notes"]
+    for stage, info in r["models"].items():
+        for runtime, e in info["runtimes"].items():
+            path = exported_run / e["file"]
+            assert e["sha256"] == sha256_file(path) and "timing_flags" in e and "spread" in e["batch1"]
+            assert e["precision"] == ("int8" if runtime.endswith("-int8") else "fp32")
+            if runtime != "torch":
+                fmt = "onnx-int8" if runtime.endswith("-int8") else "onnx"
+                recorded = manifest["exports"][stage][fmt]
+                assert e["export"]["settings"] == recorded["settings"] and e["sha256"] == recorded["sha256"]
+                assert e["export"]["allowed_by_flag"] == recorded["allowed_by_flag"]
+    # the KD comparison: recomputed from the torch models' own predictions
+    from kdedge.modelfile import load_model
+
+    x, labels = digits_test()
+    correct = {}
+    for stage in ("student", "baseline"):
+        model, _ = load_model(exported_run / stage / "model.pt", fix="")
+        correct[stage] = (model.eval()(torch.from_numpy(x)).argmax(1) == labels).numpy()
+    kd = r["kd_vs_baseline"]
+    expected = paired_bootstrap(correct["student"], correct["baseline"])
+    assert kd["runtime"] == "torch" and kd["difference"] == pytest.approx(expected["difference"])
+    assert (kd["low"], kd["high"], kd["verdict"]) == (expected["low"], expected["high"], expected["verdict"])
+    md = (exported_run / "bench" / "report.md").read_text()
+    assert md.index("## What to ship") < md.index("## Models × runtimes")
+    assert kd["verdict"] in md and (exported_run / "bench" / "tradeoff.png").is_file()
+
+
+def test_gate_failures_and_unstable_timings_are_marked_in_every_table(exported_run, tmp_path):
+    from kdedge.bench.report import rows, write_markdown
+
+    r = report(exported_run)
+    entry = r["models"]["student"]["runtimes"]["ort-int8"]
+    entry["export"] = {**entry["export"], "allowed_by_flag": True, "parity_failures": ["agreement 90.00% < 99.00%"]}
+    entry["timing_flags"] = ["batch 1: p90/median 2.00 (> 1.5)"]
+    r["timing_notes"] = ["student on ort-int8: batch 1: p90/median 2.00 (> 1.5)"]
+    r["calibration"]["temperature_check"] = {"test_ece_before": 0.02, "test_ece_after": 0.05, "worse": True}
+    md = write_markdown(r, tmp_path).read_text()
+    assert any(row[:2] == ["student", "ort-int8 †"] for row in rows(r))  # the models × runtimes table
+    assert "| student | ort-int8 † |" in md.split("## Teacher / student")[1]  # the ratio table too
+    assert "failed the parity gate" in md and "agreement 90.00% < 99.00%" in md
+    assert "⚠" in md and "quiet machine" in md
+    assert "made test calibration worse" in md and "0.0200 to 0.0500" in md
+
+
+@pytest.mark.skipif(not HAS_OPENVINO, reason="openvino not installed (pip install 'kdedge[openvino]')")
+def test_openvino_logits_match_onnxruntime_on_the_same_files(exported_run):
+    from kdedge.bench.openvino_runtime import OpenVinoPredictor
+
+    x, labels = digits_test()
+    r = report(exported_run)
+    for stage in ("teacher", "student"):
+        fp32 = exported_run / f"exports/{stage}/model.onnx"
+        ov = OpenVinoPredictor(fp32, threads=1, input_shape=(1, 8, 8))
+        want = ort.InferenceSession(str(fp32), providers=["CPUExecutionProvider"]).run(None, {"images": x})[0]
+        got = ov(x)
+        assert abs(got - want).max() <= 1e-4
+        assert ov.report()["openvino"]["inference_num_threads"] == 1
+        assert ov.report()["openvino"]["inference_precision"] == "f32"
+        # INT8: two runtimes' own integer kernels (rounding of requantization differs): predictions agree on
+        # at least 99 % of the test images
+        int8 = exported_run / f"exports/{stage}/model.int8.onnx"
+        ov8 = OpenVinoPredictor(int8, threads=2, input_shape=(1, 8, 8))
+        assert ov8.report()["openvino"]["inference_num_threads"] == 2  # --threads honoured
+        want8 = ort.InferenceSession(str(int8), providers=["CPUExecutionProvider"]).run(None, {"images": x})[0]
+        got8 = ov8(x)
+        assert (got8.argmax(1) == want8.argmax(1)).mean() >= 0.99
+        # the report's numbers are OpenVINO's own
+        assert r["models"][stage]["runtimes"]["openvino"]["accuracy"] == pytest.approx(
+            float((got.argmax(1) == labels.numpy()).mean()))
+        assert r["models"][stage]["runtimes"]["openvino-int8"]["accuracy"] == pytest.approx(
+            float((got8.argmax(1) == labels.numpy()).mean()))
+    assert r["versions"]["openvino"] and r["models"]["student"]["runtimes"]["openvino"]["openvino"]["version"]
+
+
+def test_openvino_absent_is_named_when_asked_and_left_out_otherwise(exported_run, monkeypatch):
+    import importlib.util
+
+    from kdedge.bench.runtimes import parse_runtimes
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "openvino" else real(name, *a))
+    assert not {r.name for r in parse_runtimes(None, "cpu")} & {"openvino", "openvino-int8"}
+    result = invoke("bench", exported_run, "--runtime", "openvino-int8")
+    assert result.exit_code == 2 and "kdedge[openvino]" in result.output and "Traceback" not in result.output
+
+
+@pytest.mark.parametrize("args, message", [
+    (("--max-drop", "-1"), "--max-drop -1: accuracy points"),
+    (("--max-drop", "nan"), "--max-drop nan"),
+    (("--max-ece", "0"), "--max-ece 0: an expected calibration error"),
+    (("--max-ece", "1.5"), "--max-ece 1.5"),
+    (("--budget-ms", "0"), "--budget-ms 0: a latency"),
+    (("--budget-batch", "0"), "--budget-batch 0: a batch size"),
+    (("--threads", "0"), "--threads 0: at least 1"),
+])
+def test_bad_limits_are_one_line_errors(exported_run, args, message):
+    before = sorted(p.name for p in (exported_run / "bench").iterdir())
+    result = invoke("bench", exported_run, *args)
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    [line] = [ln for ln in result.output.splitlines() if ln.strip()]
+    assert line.startswith("kdedge: error: ") and message in line
+    assert sorted(p.name for p in (exported_run / "bench").iterdir()) == before  # nothing written
+
+
+def test_limits_reach_the_report_and_the_terminal_ends_with_the_recommendation(exported_run, tmp_path):
+    dst = tmp_path / "lim"
+    shutil.copytree(exported_run, dst)
+    result = invoke("bench", dst, "--runtime", "ort,ort-int8", "--runs", "1", "--mc-samples", "0",
+                    "--max-drop", "50", "--max-ece", "0.9", "--budget-ms", "1000", "--budget-batch", "8")
+    assert result.exit_code == 0, result.output
+    r = report(dst)
+    rec = r["recommendation"]
+    assert rec["limits"] | {"max_drop": 50.0, "max_ece": 0.9, "budget_ms": 1000.0, "budget_batch": 8} == rec["limits"]
+    assert all("batch8" in e for i in r["models"].values() for e in i["runtimes"].values())  # the budget's batch
+    assert rec["choice"]["batch"] == 8 and r["threads"] == 1  # default: one thread
+    fastest = min((e["batch8"]["median_ms"], s, rt) for s, i in r["models"].items() for rt, e in i["runtimes"].items()
+                  if not (rt == "ort-int8" and e["batch8"]["median_ms"] >= i["runtimes"]["ort"]["batch8"]["median_ms"]))
+    assert (rec["choice"]["model"], rec["choice"]["runtime"]) == fastest[1:]
+    flat = " ".join(result.output.split())
+    assert flat.endswith(" ".join(" ".join(rec["lines"]).split()))

@@ -22,7 +22,8 @@ def fp32_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("timing")
     recipe = deep_update(TINY_RECIPE, {"output_dir": str(root / "runs"), **CONV_RUN, "name": "t"})
     recipe["teacher"]["model"] = CONV_RUN["teacher"]["model"]
-    recipe["distill"]["baseline"] = False
+    # a new dict: deep_update shares CONV_RUN's sub-dicts the base lacks, and test_bench reads its baseline
+    recipe["distill"] = {**CONV_RUN["distill"], "baseline": False}
     path = root / "recipe.yaml"
     path.write_text(yaml.safe_dump(recipe, sort_keys=False))
     assert invoke("distill", path).exit_code == 0

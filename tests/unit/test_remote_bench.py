@@ -85,7 +85,7 @@ def test_remote_bench_over_ssh_matches_local_and_independent_numbers(sshd, run_c
                  "--connect-timeout", "20", *FAST, *ssh_flags(sshd))
     assert result.exit_code == 0, result.stderr
     r = json.loads((run_copy / "bench" / "report.json").read_text())
-    assert r["schema"] == "kdedge-bench-report-2" and r["device"] == "cpu"
+    assert r["schema"] == "kdedge-bench-report-3" and r["device"] == "cpu"
     assert r["host"] == str(sshd) and r["run"] == str(run_copy)
     assert not Path(r["remote_run"]).exists() and remote_temps() == before  # the remote temp dir is gone
     assert not list(run_copy.glob(".bench-*"))  # no local staging left either
@@ -96,7 +96,7 @@ def test_remote_bench_over_ssh_matches_local_and_independent_numbers(sshd, run_c
     manifest = json.loads((run_copy / "manifest.json").read_text())
     for stage in ("teacher", "student"):
         got = r["models"][stage]["runtimes"]
-        assert set(got) == {"torch", "ort", "ort-int8"}
+        assert {"torch", "ort", "ort-int8"} <= set(got)  # + openvino, openvino-int8 where installed
         # torch: what training measured on the test split; ONNX: sessions run here on the same images
         assert got["torch"]["accuracy"] == pytest.approx(manifest["stages"][stage]["test"]["accuracy"])
         for fmt, runtime in (("onnx", "ort"), ("onnx-int8", "ort-int8")):
@@ -336,7 +336,7 @@ def test_jetson_device_info_and_trtexec_from_fake_tools(run_copy, cli, monkeypat
 
     manifest = json.loads((run_copy / "manifest.json").read_text())
     trt = r["trtexec"]
-    assert trt["available"] and set(trt["models"]) == {"teacher", "student"}
+    assert trt["available"] and set(trt["models"]) == set(manifest["exports"])  # every exported model
     int8_qps = _fixture_number("trtexec/trt10.3_jetson_orin_nx_int8_build.txt", r"Throughput: ([\d.]+) qps")
     fp16_median = _fixture_number("trtexec/trt8.6_desktop_rtx2080_fp16.txt",
                                   r"\] Latency: .*?median = ([\d.]+) ms")
