@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 from rich.markup import escape
@@ -33,6 +33,9 @@ def export(
                                                            "agreement with fp32 (default: recipe, else 0.99).")] = None,
     max_drop: Annotated[Optional[float], typer.Option("--max-drop", help="Parity gate: largest accuracy drop, "
                                                       "0.005 = 0.5 pt (default: recipe, else 0.005).")] = None,
+    max_fp32_layers: Annotated[Optional[int], typer.Option("--max-fp32-layers", min=0, help="An INT8 export that "
+                                                           "fails the gate keeps up to N of its most sensitive layers "
+                                                           "in fp32; 0: refuse at once (default: recipe, else 3).")] = None,
     allow_drop: Annotated[bool, typer.Option("--allow-drop", help="Keep INT8 exports that fail the parity gate "
                                              "(recorded as such in the manifest).")] = False,
     force: Annotated[bool, typer.Option("--force", help="Replace existing exports made with other settings.")] = False,
@@ -41,7 +44,7 @@ def export(
     """Export the run's models: fp32 ONNX, INT8 for ONNX Runtime and TensorRT, TensorRT engines."""
     from kdedge.export.formats import int8_default, parse_formats
     from kdedge.export.parity import ParityThresholds
-    from kdedge.stages.export import ExportOptions, export_run, export_settings, export_table
+    from kdedge.stages.export import ExportOptions, ExportRefusals, export_run
 
     ctx = stage_context(None, threads)
     requested = list(format_ or [])
@@ -50,12 +53,70 @@ def export(
         requested += int8_default(lambda why: ctx.print(f"[yellow]note[/]: {escape(why)}"))
     formats = parse_formats(requested or ["onnx"])
     settings = export_settings(run_dir, min_agreement=min_agreement, max_accuracy_drop=max_drop,
-                               calib_images=calib_images, calib_method=calib_method)
+                               calib_images=calib_images, calib_method=calib_method, max_fp32_layers=max_fp32_layers)
     options = ExportOptions(
         formats=formats, models=[m.strip() for m in models.split(",") if m.strip()] if models else None,
         calib_images=settings.calib_images, calib_method=settings.calib_method,
         quantization=quantization,
         thresholds=ParityThresholds(settings.min_agreement, settings.max_accuracy_drop),
-        allow_drop=allow_drop, force=force)
-    exports = export_run(run_dir, ctx, options)
+        allow_drop=allow_drop, force=force, max_fp32_layers=settings.max_fp32_layers)
+    try:
+        exports = export_run(run_dir, ctx, options)
+    except ExportRefusals as exc:  # what passed is recorded: show it, then the refusals (exit 2)
+        if exc.exports:
+            ctx.print(export_table(run_dir, exc.exports))
+        raise
     ctx.print(export_table(run_dir, exports))
+
+
+def export_settings(run_root: Path, **given: Any):
+    """The recipe's export: section (defaults where it has none) with the command-line values that
+    were given (not None) on top."""
+    from pydantic import ValidationError
+
+    from kdedge.errors import KdedgeError
+    from kdedge.recipe import ExportConfig
+    from kdedge.run import RunDir
+
+    raw = RunDir(run_root).read_manifest()["recipe"].get("export") or {}
+    merged = {**raw, **{k: v for k, v in given.items() if v is not None}}
+    try:
+        return ExportConfig.model_validate(merged)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field = ".".join(str(p) for p in first["loc"])
+        raise KdedgeError(f"export setting {field}: {first['msg']}") from None
+
+
+def export_table(run_root: Path, exports: dict[str, Any]):
+    from rich.table import Table
+
+    from kdedge.export.formats import FORMATS
+
+    table = Table(title=f"exports of {escape(str(run_root))} (parity on the test split)")
+    table.add_column("model")
+    table.add_column("format")
+    for column in ("KiB", "agree", "acc", "Δ pt"):
+        table.add_column(column, justify="right")
+    table.add_column("gate")
+    table.add_column("fp32 layers")
+    for stage, formats in exports.items():
+        for name, entry in formats.items():
+            p = entry["parity"]
+            fp32 = name in FORMATS and not FORMATS[name].gated
+            gate = "fp32" if fp32 else ("passed" if not entry["parity_failures"] else "[yellow]allowed[/]")
+            table.add_row(stage, name, f"{entry['bytes'] / 1024:.0f}", f"{p['agreement']:.2%}",
+                          f"{p['accuracy']:.4f}", f"{0.0 - p['accuracy_drop'] * 100:+.2f}", gate,
+                          _fallback_cell(entry.get("fp32_fallback")))
+    return table
+
+
+def _fallback_cell(fallback: dict[str, Any] | None) -> str:
+    """'2: 24.5%→99.7%, 0.93x' (layers kept in fp32: agreement before → after, speed against plain INT8)."""
+    if not fallback or not fallback.get("layers"):
+        return "-"
+    cell = f"{len(fallback['layers'])}: {fallback['before']['agreement']:.1%}→{fallback['after']['agreement']:.1%}"
+    speed = fallback.get("speed") or {}
+    if speed.get("measured"):
+        cell += f", {1 / speed['fallback_over_int8']:.2f}x"
+    return escape(cell)

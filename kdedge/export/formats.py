@@ -28,6 +28,10 @@ class ExportFormat:
     built_from: str | None = None  # the format whose finished artifact it is made from (exported first)
     needs_modules: bool = False    # works on the model's PyTorch layers (a teacher given as a torch.export
                                    # program or ONNX file has none: skipped for it with a note)
+    # INT8 fallback (kdedge/export/fallback.py): ranks the layers the producer can keep in fp32 (job.fp32_layers),
+    # most sensitive first; None: the format has no layers of its own to keep (an engine inherits its source's)
+    rank_layers: Callable[..., list[Any]] | None = None   # (job, tick=(done, total) -> None)
+    cpu_timed: bool = False        # ONNX Runtime on the CPU is its runtime: the fallback's speed cost is timed
 
     def unmet(self) -> str | None:
         """Why this machine cannot make the format (the first requirement missing), or None."""
@@ -39,10 +43,12 @@ FORMATS: dict[str, ExportFormat] = {f.name: f for f in (
                  "fp32 reference; dynamic batch, opset 18", produce=onnx_fp32.produce, settings=onnx_fp32.settings),
     ExportFormat("onnx-int8", ".int8.onnx", "onnxruntime (CPU)", True,
                  "fast INT8 on CPUs: QDQ, per-channel S8 weights, U8 activations, static calibration",
-                 produce=ort_int8.produce, settings=ort_int8.settings, built_from="onnx"),
+                 produce=ort_int8.produce, settings=ort_int8.settings, built_from="onnx",
+                 rank_layers=ort_int8.rank_layers, cpu_timed=True),
     ExportFormat("onnx-int8-trt", ".int8-trt.onnx", "TensorRT (explicit quantization)", True,
                  "symmetric S8 Q/DQ for TensorRT engines (nvidia-modelopt)",
-                 produce=trt_qdq.produce, settings=trt_qdq.settings, needs=(MODELOPT,), needs_modules=True),
+                 produce=trt_qdq.produce, settings=trt_qdq.settings, needs=(MODELOPT,), needs_modules=True,
+                 rank_layers=trt_qdq.rank_layers),
     ExportFormat("engine", ".engine", "TensorRT (this GPU only)", True,
                  "serialized TensorRT engine from the onnx-int8-trt model; build it on the target device",
                  produce=engine.produce, settings=engine.settings, needs=(TENSORRT, engine.CUDA_GPU),

@@ -34,6 +34,7 @@ class ExportOptions:
     allow_drop: bool = False
     force: bool = False
     engine_max_batch: int = 64
+    max_fp32_layers: int = 3                        # INT8 fallback budget (kdedge/export/fallback.py); 0: off
 
     def settings(self, fmt: ExportFormat, *, own_scales: bool) -> dict[str, Any]:
         """What shapes the artifact: a recorded export with other settings is not reused. `own_scales`:
@@ -53,6 +54,10 @@ class ExportJob:
     test_images: np.ndarray       # the uint8 test split
     stats: InputStats
     input_shape: tuple[int, int, int]
+    # Layers the producer keeps in fp32 (ONNX node names for onnx-int8, torch module names for the TensorRT
+    # form), chosen by kdedge/export/fallback.py; and the held-out normalised images it ranks them on.
+    fp32_layers: tuple[str, ...] = ()
+    held_out: np.ndarray | None = None
 
     def sample(self) -> torch.Tensor:
         """Two normalised test images: what the exporters trace the model with."""

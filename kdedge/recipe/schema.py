@@ -153,6 +153,9 @@ class ExportConfig(_Strict):
     calib_images: int = Field(512, gt=0, le=1_000_000, description="real training images (class-balanced) "
                                                                     "that calibrate INT8 scales")
     calib_method: CalibMethod = "minmax"
+    max_fp32_layers: int = Field(3, ge=0, le=10_000, description="an INT8 export that fails the parity gate keeps "
+                                                                 "up to this many of its most sensitive layers in "
+                                                                 "fp32 (0: refused at once)")
 
 
 class Recipe(_Strict):
@@ -215,10 +218,25 @@ class Recipe(_Strict):
         if self.sweep is not None and self.sweep.mc_dropout and not teacher.is_pytorch:
             raise ValueError(f"sweep.mc_dropout runs the teacher's dropout layers, which a teacher given by {source}: "
                              "does not expose; give the teacher as checkpoint: + model: or set mc_dropout: 0")
+        self._check_input_against_data()
         if source == "exported" and self.distill is not None and any(l.name == "hint" for l in self.distill.losses):
             raise ValueError("feature KD (hint) reads teacher features by module path, which a torch.export "
                              "program does not keep; export the teacher to ONNX with the feature tensor as an "
                              "extra output (onnx:, hint teacher: <output name>) or give checkpoint: + model:")
+
+    def _check_input_against_data(self) -> None:
+        """teacher.input against what the recipe itself says of the data (the rest is checked on the data)."""
+        given, data = self.teacher.input, self.data.options
+        if given is None:
+            return
+        channels = {"rgb": 3, "grayscale": 1}.get(data.get("color"))
+        pairs = [("image_size", given.image_size, data.get("image_size"), "image_size"),
+                 ("channels", given.channels, channels, "color"), ("mean", given.mean, data.get("mean"), "mean"),
+                 ("std", given.std, data.get("std"), "std")]
+        for field, theirs, ours, data_key in pairs:
+            if theirs is not None and ours is not None and theirs != ours:
+                raise ValueError(f"teacher.input.{field} is {theirs} but data.{data_key} gives {data[data_key]!r}; "
+                                 f"make data.{data_key} match what the teacher was trained on")
 
     def uses_calibrated_temperature(self) -> bool:
         return self.distill is not None and any(

@@ -8,6 +8,9 @@
 What each format is, needs and records lives in its row of kdedge/export/formats.py; this stage only
 runs the rows. An artifact is written to a temp file, checked, renamed into place, and only then
 recorded in the manifest with its checksum, so a killed export leaves nothing that `kdedge bench` would accept.
+Every ONNX file carries how to feed it in its metadata (kdedge/export/metadata.py). An INT8 artifact that
+fails the gate gets the fp32 fallback (kdedge/export/fallback.py); one still refused is not written, the
+other models and formats go on, and every refusal is listed at the end (ExportRefusals, exit 2).
 """
 
 from __future__ import annotations
@@ -19,14 +22,14 @@ from typing import Any
 
 import numpy as np
 import torch
-from pydantic import ValidationError
 from torch import nn
 
 from kdedge.data.int8_calibration import int8_calibration_images
 from kdedge.errors import KdedgeError
+from kdedge.export import metadata
+from kdedge.export.fallback import Fallback, held_out_images, refusal_line, run_fallback
 from kdedge.export.formats import FORMATS, ExportFormat
 from kdedge.export.job import LOGITS, ExportJob, ExportOptions
-from kdedge.export.onnx_fp32 import INPUT_NAME
 from kdedge.export.ort_session import open_session, session_logits
 from kdedge.export.parity import Parity, gate_failures, parity
 from kdedge.inference import predict_logits
@@ -34,13 +37,28 @@ from kdedge.inputs import normalise
 from kdedge.io import atomic_path, restore_dir, sha256_file
 from kdedge.layout import EXPORT_DIR, QAT_STUDENT, STUDENT, finished_models, requested_models, run_file
 from kdedge.lock import run_lock
-from kdedge.recipe import ExportConfig
 from kdedge.run import RunDir, package_versions
 from kdedge.stage_model import load_stage_model
 from kdedge.stages.context import StageContext
 from kdedge.stages.data import PreparedData, check_same_data, prepare_data
 
 FP32_TOLERANCE = 1e-4  # max |logit difference| between the fp32 ONNX and torch on real test images
+
+
+class ExportRefusals(KdedgeError):
+    """Raised after every model and format was tried: one line per export not written. `exports`: the
+    manifest's exports, with everything that passed recorded."""
+
+    def __init__(self, lines: list[str], exports: dict[str, Any]) -> None:
+        super().__init__("")
+        self.lines, self.exports = [" ".join(line.split()) for line in lines], exports
+        # one line per refusal (KdedgeError would join them into one)
+        self.args = (f"{len(lines)} export(s) not written (the others are recorded):\n"
+                     + "\n".join(f"  {line}" for line in self.lines),)
+
+
+class _Refused(KdedgeError):
+    """One artifact refused by its gate (raised inside its atomic write, so nothing of it is kept)."""
 
 
 @dataclass
@@ -67,15 +85,32 @@ def _export_run(run: RunDir, ctx: StageContext, options: ExportOptions) -> dict[
     _check_input_shape(run, data)
     references = _References(data)
     calibration = _calibration_images(data, options.calib_images, seed=recipe.seed)
+    held_out = held_out_images(data, seed=recipe.seed)
+    refused: list[str] = []
     for stage in stages:
+        failed: set[str] = set()  # formats of this model refused: those built on them are not tried
         inputs = _load(run, stage)
         for fmt in options.formats:
             if fmt.needs_modules and getattr(inputs.fp32, "foreign_kind", None):
                 ctx.print(f"[yellow]{stage}[/] {fmt.name}: skipped: it quantizes the model's PyTorch layers, and "
                           f"this teacher is {inputs.fp32.foreign_kind} (its onnx-int8 export is made)")
                 continue
-            _export_one(run, ctx, inputs, fmt, options, data, references, calibration)
-    return run.read_manifest().get("exports", {})
+            needs = {fmt.built_from} | ({"onnx"} if fmt.gated else set())
+            if needs & failed:
+                refused.append(f"{stage} {fmt.name}: not tried, it needs the {' and '.join(sorted(needs & failed))} "
+                               "export, which was not written")
+                failed.add(fmt.name)
+                continue
+            try:  # a refusal by a gate lets the others go on; any other error (a changed file, ...) stops here
+                _export_one(run, ctx, inputs, fmt, options, data, references, calibration, held_out)
+            except _Refused as exc:
+                failed.add(fmt.name)
+                refused.append(exc.message)
+                ctx.print(f"[red]{stage}[/] {fmt.name}: refused, not written; going on with the others")
+    exports = run.read_manifest().get("exports", {})
+    if refused:
+        raise ExportRefusals(refused, exports)
+    return exports
 
 
 def _preflight(formats: list[ExportFormat]) -> None:
@@ -84,39 +119,6 @@ def _preflight(formats: list[ExportFormat]) -> None:
         reason = fmt.unmet()
         if reason is not None:
             raise KdedgeError(f"format {fmt.name}: {reason}")
-
-
-def export_settings(run_root: Path, **given: Any) -> ExportConfig:
-    """The recipe's export: section (defaults where it has none) with the command-line values that
-    were given (not None) on top."""
-    raw = RunDir(run_root).read_manifest()["recipe"].get("export") or {}
-    merged = {**raw, **{k: v for k, v in given.items() if v is not None}}
-    try:
-        return ExportConfig.model_validate(merged)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        field = ".".join(str(p) for p in first["loc"])
-        raise KdedgeError(f"export setting {field}: {first['msg']}") from None
-
-
-def export_table(run_root: Path, exports: dict[str, Any]):
-    from rich.markup import escape
-    from rich.table import Table
-
-    table = Table(title=f"exports of {escape(str(run_root))} (parity on the test split)")
-    table.add_column("model")
-    table.add_column("format")
-    for column in ("KiB", "agree", "acc", "Δ pt"):
-        table.add_column(column, justify="right")
-    table.add_column("gate")
-    for stage, formats in exports.items():
-        for name, entry in formats.items():
-            p = entry["parity"]
-            fp32 = name in FORMATS and not FORMATS[name].gated
-            gate = "fp32" if fp32 else ("passed" if not entry["parity_failures"] else "[yellow]allowed[/]")
-            table.add_row(stage, name, f"{entry['bytes'] / 1024:.0f}", f"{p['agreement']:.2%}",
-                          f"{p['accuracy']:.4f}", f"{0.0 - p['accuracy_drop'] * 100:+.2f}", gate)
-    return table
 
 
 def _select_models(run: RunDir, requested: list[str] | None) -> list[str]:
@@ -143,7 +145,11 @@ def _load(run: RunDir, stage: str) -> _ModelInputs:
 
         # The QAT weights without their fake quantizers: the fp32 reference, and what ORT's PTQ starts from.
         return _ModelInputs(stage, without_fake_quant(model, spec), model)
-    return _ModelInputs(stage, model, None)
+    import kdedge.models
+
+    # what is deployed: a re-parameterised copy (MobileOne's branches folded), the model itself otherwise
+    deploy_form = getattr(kdedge.models, "deploy_form", lambda m: m)
+    return _ModelInputs(stage, deploy_form(model).eval(), None)
 
 
 class _References:
@@ -197,7 +203,8 @@ def _recorded_artifact(run: RunDir, stage: str, fmt: ExportFormat, record: Any) 
 
 
 def _export_one(run: RunDir, ctx: StageContext, inputs: _ModelInputs, fmt: ExportFormat, options: ExportOptions,
-                data: PreparedData, refs: _References, calibration: np.ndarray) -> None:
+                data: PreparedData, refs: _References, calibration: np.ndarray,
+                held_out: tuple[np.ndarray, dict[str, Any]]) -> None:
     stage = inputs.stage
     path = _artifact_path(run, stage, fmt)
     # written (or removed) only at its place inside the run: a symlinked exports/ must not redirect it
@@ -223,37 +230,44 @@ def _export_one(run: RunDir, ctx: StageContext, inputs: _ModelInputs, fmt: Expor
         run.update_manifest(exports={stage: {k: v for k, v in exports[stage].items() if k != fmt.name}})
     ctx.print(f"[cyan]{stage}[/] {fmt.name}: exporting …")
     t0 = time.perf_counter()
+    fallback: Fallback | None = None
     with atomic_path(path) as tmp:
         job = ExportJob(fp32=inputs.fp32, quantized=inputs.quantized, out=tmp, source=_source(run, stage, fmt),
                         options=options, calibration=calibration, test_images=refs.images,
-                        stats=data.training.stats, input_shape=data.input_shape)
+                        stats=data.training.stats, input_shape=data.input_shape, held_out=held_out[0])
+        props = metadata.preprocessing_props(metadata.input_record(data), stage=stage, fmt=fmt.name)
+
+        def check(artifact: Path, extra: dict[str, Any]) -> tuple[Parity, list[str]]:
+            if fmt.suffix.endswith(".onnx"):  # before the gate and the checksum
+                metadata.write_props(artifact, props)
+            return _check(inputs, fmt, artifact, refs, options, extra)
+
         extra = fmt.produce(job)
-        result, failures = _check(inputs, fmt, tmp, refs, options, extra)
+        result, failures = check(tmp, extra)
+        if failures and fmt.rank_layers is not None and options.max_fp32_layers > 0:
+            ctx.print(f"[yellow]{stage}[/] {fmt.name}: {'; '.join(failures)}; looking for layers to keep in fp32 "
+                      f"(at most {options.max_fp32_layers}, --max-fp32-layers)")
+            fallback = run_fallback(fmt, job, (result, failures), budget=options.max_fp32_layers, check=check,
+                                    held_out=held_out[1], progress=lambda line: ctx.print(f"  {line}"),
+                                    console=ctx.console)
+            result, failures, extra = fallback.after, fallback.failures, {**extra, **fallback.extra}
         if failures and not options.allow_drop:
-            raise KdedgeError(f"{stage} {fmt.name}: refused by the parity gate on {result.images} test images: "
-                              f"{'; '.join(failures)}; nothing written. Calibrate on more images "
-                              "(--calib-images), try --calib-method percentile|entropy, or pass --allow-drop")
+            raise _Refused(refusal_line(stage, fmt.name, result, failures, fallback, options.max_fp32_layers))
     if not fmt.gated:
         refs.fp32_onnx[stage] = refs.last_fp32
     entry = {
         "file": str(path.relative_to(run.root)), "format": fmt.name, "runtime": fmt.runtime,
         "sha256": sha256_file(path), "bytes": path.stat().st_size, "settings": settings,
         "parity": result.to_dict(), "parity_failures": failures, "allowed_by_flag": bool(failures),
-        "input": _input_record(data), "export_time_s": time.perf_counter() - t0,
+        "fp32_fallback": fallback.to_dict() if fallback is not None else None,
+        "input": metadata.input_record(data), "export_time_s": time.perf_counter() - t0,
         "exported": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "versions": package_versions(), **extra}
     run.update_manifest(exports={stage: {**run.read_manifest().get("exports", {}).get(stage, {}), fmt.name: entry}})
     note = f" [yellow](kept by --allow-drop: {'; '.join(failures)})[/]" if failures else ""
+    if fallback is not None and fallback.layers:
+        note += f" with {len(fallback.layers)} layer(s) in fp32 ({', '.join(s.name for s in fallback.layers)})"
     ctx.print(f"[green]{stage}[/] {fmt.name}: {path.stat().st_size / 1024:.0f} KiB, agreement "
               f"{result.agreement:.2%}, accuracy {result.accuracy:.4f} ({0.0 - result.accuracy_drop * 100:+.2f} pt){note}")
-
-
-def _input_record(data: PreparedData) -> dict[str, Any]:
-    c, h, w = data.input_shape
-    return {"name": INPUT_NAME, "shape": ["batch", c, h, w], "dtype": "float32", "layout": "NCHW",
-            "normalisation": {"scale": 1 / 255, "mean": list(data.training.stats.mean),
-                              "std": list(data.training.stats.std),
-                              "formula": "(pixel / 255 - mean) / std, per channel"},
-            "classes": list(data.dataset.classes)}
 
 
 def _check(inputs: _ModelInputs, fmt: ExportFormat, tmp: Path, refs: _References, options: ExportOptions,
@@ -266,7 +280,7 @@ def _check(inputs: _ModelInputs, fmt: ExportFormat, tmp: Path, refs: _References
         refs.last_fp32 = candidate
         result = parity(reference, candidate, refs.labels)
         if result.max_abs_diff > FP32_TOLERANCE:
-            raise KdedgeError(f"{inputs.stage} {fmt.name}: the exported model differs from torch by "
+            raise _Refused(f"{inputs.stage} {fmt.name}: the exported model differs from torch by "
                               f"{result.max_abs_diff:.2e} > {FP32_TOLERANCE} on the test images; not kept "
                               "(please report this model to kdedge)")
         return result, []

@@ -200,14 +200,17 @@ def test_parity_gate_refuses_broken_quantization_and_writes_nothing(run_copy, mo
     assert invoke("export", run_copy, "--models", "student").exit_code == 0  # fp32 first
     monkeypatch.setattr(stage, "_calibration_images", one_class_two_images)
     before = manifest(run_copy)["exports"]
-    result = invoke("export", run_copy, "--format", "onnx-int8", "--models", "student", "--quantization", "static")
+    # --max-fp32-layers 0: the plain gate (the fp32 fallback has its own tests in test_export_fallback.py)
+    result = invoke("export", run_copy, "--format", "onnx-int8", "--models", "student", "--quantization", "static",
+                    "--max-fp32-layers", "0")
     assert result.exit_code == 2
-    assert "parity gate" in result.output and len(result.output.strip().splitlines()) >= 1
+    assert "1 export(s) not written" in result.output and "student onnx-int8: accuracy" in result.output
+    assert " fp32 -> " in result.output and "agreement" in result.output
     assert not (run_copy / "exports/student/model.int8.onnx").exists()
     assert not list((run_copy / "exports/student").glob(".*tmp"))
     assert manifest(run_copy)["exports"] == before
     kept = invoke("export", run_copy, "--format", "onnx-int8", "--models", "student", "--quantization", "static",
-                  "--allow-drop")
+                  "--max-fp32-layers", "0", "--allow-drop")
     assert kept.exit_code == 0, kept.output
     entry = manifest(run_copy)["exports"]["student"]["onnx-int8"]
     assert entry["allowed_by_flag"] and entry["parity_failures"]
