@@ -50,12 +50,17 @@ def stage_test(run: RunDir, stage: str) -> dict[str, Any]:
     return {**record["test"], "parameters": record.get("parameters"), "train_time_s": record.get("train_time_s")}
 
 
-def run_seed(seed: int, teacher_file: Path, kd_file: Path, ctx: StageContext) -> dict[str, Any]:
-    teacher_recipe = seeded(load_recipe(teacher_file), seed, str(teacher_file))
-    planned = open_run(teacher_recipe, teacher_file, force=False)
-    train_teacher(teacher_recipe, planned, ctx, resume=True)
+def run_seed(seed: int, teacher_file: Path, kd_file: Path, ctx: StageContext,
+             shared_teacher: Path | None = None) -> dict[str, Any]:
+    if shared_teacher is None:
+        teacher_recipe = seeded(load_recipe(teacher_file), seed, str(teacher_file))
+        planned = open_run(teacher_recipe, teacher_file, force=False)
+        train_teacher(teacher_recipe, planned, ctx, resume=True)
+        teacher_root = planned.run.root
+    else:  # one teacher for every seed: the seeds vary the student (its init, order, dropout) only
+        teacher_root = shared_teacher
     kd_base = load_recipe(kd_file, require_runs=False)
-    kd_recipe = seeded(kd_base, seed, str(kd_file), **{"teacher.from_run": str(planned.run.root)})
+    kd_recipe = seeded(kd_base, seed, str(kd_file), **{"teacher.from_run": str(teacher_root)})
     kd_planned = open_run(kd_recipe, kd_file, force=False)
     distill(kd_recipe, kd_planned, ctx, resume=True)
     run = kd_planned.run
@@ -65,7 +70,7 @@ def run_seed(seed: int, teacher_file: Path, kd_file: Path, ctx: StageContext) ->
                        None)
     optional = {"kd_calibrated": sweep_stage, "student_qat": "student_qat" if "student_qat" in manifest["stages"] else None}
     return {
-        "seed": seed, "teacher_run": str(planned.run.root), "kd_run": str(run.root),
+        "seed": seed, "teacher_run": str(teacher_root), "kd_run": str(run.root),
         "teacher_temperature": manifest.get("temperatures", {}),
         "teacher": stage_test(run, "teacher"),
         "baseline": stage_test(run, "baseline"),
@@ -125,12 +130,15 @@ def main() -> None:
     parser.add_argument("--teacher", type=Path, default=ROOT / "recipes" / "fmnist_cnn_teacher.yaml")
     parser.add_argument("--kd", type=Path, default=ROOT / "recipes" / "fmnist_kd_mlp.yaml")
     parser.add_argument("--out", type=Path, default=RESULTS / "kd_seeds.json")
+    parser.add_argument("--shared-teacher", type=Path, default=None,
+                        help="a finished teacher run used by every seed (else one teacher per seed)")
     args = parser.parse_args()
     ctx = StageContext(console=Console())
-    per_seed = [run_seed(seed, args.teacher, args.kd, ctx) for seed in args.seeds]
+    per_seed = [run_seed(seed, args.teacher, args.kd, ctx, args.shared_teacher) for seed in args.seeds]
     result = {"teacher_recipe": str(args.teacher.relative_to(ROOT) if args.teacher.is_relative_to(ROOT) else args.teacher),
               "kd_recipe": str(args.kd.relative_to(ROOT) if args.kd.is_relative_to(ROOT) else args.kd),
-              "seeds": args.seeds, "per_seed": per_seed, "summary": summarise(per_seed),
+              "seeds": args.seeds, "shared_teacher": str(args.shared_teacher) if args.shared_teacher else None,
+              "per_seed": per_seed, "summary": summarise(per_seed),
               "machine": machine_info(), "versions": package_versions()}
     write_result(args.out, result, markdown(result))
 

@@ -7,6 +7,8 @@ Names and paths from the run are escaped: rich would read `[...]` in them as mar
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import json
 from typing import Any, Callable
 
@@ -82,7 +84,7 @@ def run_summary_table(run: RunDir) -> Table:
 
 def _trained_on(stage: dict[str, Any]) -> str:
     if "source" in stage:  # a teacher the user brought: trained elsewhere
-        return f"elsewhere ({stage['source']['kind']})"
+        return f"elsewhere ({stage['source']['kind']}: {Path(stage['source']['path']).name})"
     return "hard labels" if stage.get("kd") is None else "KD: " + kd_label(stage["kd"])
 
 

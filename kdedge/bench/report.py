@@ -64,7 +64,7 @@ def write_markdown(report: dict[str, Any], out_dir: Path) -> Path:
     lines += ["## Calibration (fp32 torch, test split)", "", "![reliability](reliability.png)", "",
               "Marker area grows with the bin's image count; hollow markers are bins with too few images to "
               "read much into.", "", *temperature_lines(report)]
-    if cal.get("teacher_temperature"):
+    if cal.get("teacher_temperature") and cal.get("teacher_bins_at_temperature"):  # (the teacher was benched)
         before = CalibrationBins.from_dict(cal["bins"]["teacher"])
         after = CalibrationBins.from_dict(cal["teacher_bins_at_temperature"])
         lines += [f"Teacher temperature T* = {cal['teacher_temperature']:.4f}: ECE {before.ece:.4f} → {after.ece:.4f}, "

@@ -72,7 +72,7 @@ EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
 
 ForceOpt = Annotated[bool, typer.Option("--force", help="Replace a run made by a different recipe, or restart it.")]
-DeviceOpt = Annotated[Optional[Device], typer.Option("--device", help="Where to train (overrides the recipe).")]
+DeviceOpt = Annotated[Optional[Device], typer.Option("--device", help="Where to run: train, evaluate, calibrate (overrides the recipe).")]
 ThreadsOpt = Annotated[Optional[int], typer.Option("--threads", min=1, help="CPU threads for torch.")]
 ResumeOpt = Annotated[bool, typer.Option("--resume", help="Continue interrupted stages from their last finished epoch.")]
 

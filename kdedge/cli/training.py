@@ -61,6 +61,8 @@ def distill(
     ctx, planned, _ = _run_recipe(load_recipe(recipe_file), recipe_file, run_distill, device=device,
                                   threads=threads, force=force, resume=resume)
     ctx.print(run_summary_table(planned.run))
+    ctx.print(f"[bold green]done[/] -> {escape(str(planned.run.root))}; next: `kdedge export "
+              f"{escape(str(planned.run.root))} --int8`")
 
 
 @app.command()
@@ -93,7 +95,8 @@ def sweep(
 @app.command()
 @user_errors
 def calibrate(
-    run_dir: Annotated[Path, typer.Argument(metavar="RUN", help="Run directory made by `kdedge train`.")],
+    run_dir: Annotated[Path, typer.Argument(metavar="RUN", help="Run directory with a finished teacher "
+                                                                          "(`kdedge train` or `kdedge distill`).")],
     device: DeviceOpt = None,
     threads: ThreadsOpt = None,
 ) -> None:

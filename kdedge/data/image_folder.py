@@ -23,15 +23,20 @@ PositiveFloat = Annotated[float, Field(gt=0)]
 @DATASETS.register("image_folder")
 def image_folder(
     roots: Sequence[Path],
-    image_size: Annotated[int, Field(ge=4, le=1024)] = 32,
-    color: Literal["rgb", "grayscale"] = "rgb",
-    resize: Literal["crop", "squash"] = "crop",
-    mean: Optional[list[Annotated[float, Field(ge=0, le=1)]]] = None,
-    std: Optional[list[PositiveFloat]] = None,
-    orientation_dependent: bool = False,
-    min_crop_scale: Annotated[float, Field(gt=0, le=1)] = 0.35,
-    test_fraction: Optional[Annotated[float, Field(gt=0, lt=1)]] = None,
-    bad_files: Literal["error", "skip"] = "error",
+    image_size: Annotated[int, Field(ge=4, le=1024, description="training and evaluation resolution (square)")] = 32,
+    color: Annotated[Literal["rgb", "grayscale"], Field(description="3 channels, or 1 (grayscale)")] = "rgb",
+    resize: Annotated[Literal["crop", "squash"], Field(description="crop: short side to image_size + centre "
+                                                                   "crop (keeps the aspect); squash")] = "crop",
+    mean: Annotated[Optional[list[Annotated[float, Field(ge=0, le=1)]]],
+                    Field(description="per-channel mean on [0,1] (e.g. your teacher's); else computed on train")] = None,
+    std: Annotated[Optional[list[PositiveFloat]], Field(description="per-channel std, with mean")] = None,
+    orientation_dependent: Annotated[bool, Field(description="labels change under a horizontal flip "
+                                                             "(signs, digits): no flips in training")] = False,
+    min_crop_scale: Annotated[float, Field(gt=0, le=1, description="RandomResizedCrop's smallest area share")] = 0.35,
+    test_fraction: Annotated[Optional[Annotated[float, Field(gt=0, lt=1)]],
+                             Field(description="share of each class held out as test (one-folder layouts)")] = None,
+    bad_files: Annotated[Literal["error", "skip"], Field(description="error: stop on an unreadable image; skip: "
+                                                                     "leave it out, with a count")] = "error",
     val_fraction: float = 0.1,
     split_seed: int = 0,
 ) -> DatasetSplits:

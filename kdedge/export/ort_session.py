@@ -37,5 +37,18 @@ def open_session(path: Path, *, threads: int | None = None, fix: str = "re-expor
 
 def session_logits(session, images: np.ndarray, stats: InputStats, *, batch_size: int = 256) -> np.ndarray:
     """Logits of a whole uint8 image array, batched."""
-    name = session.get_inputs()[0].name
-    return batched(lambda x: session.run(None, {name: normalise(x, stats)})[0], images, batch_size)
+    return batched(lambda x: run_any_batch(session, normalise(x, stats))[0], images, batch_size)
+
+
+def run_any_batch(session, x: np.ndarray, output_names: list[str] | None = None) -> list[np.ndarray]:
+    """The session's outputs for a batch of any size, also when the model was exported with a fixed batch
+    size (a user's own ONNX teacher often is): then in chunks of that size, the last one zero-padded."""
+    name, dim = session.get_inputs()[0].name, session.get_inputs()[0].shape[0]
+    if not isinstance(dim, int) or dim <= 0 or dim == len(x):
+        return session.run(output_names, {name: x})
+    parts = []
+    for start in range(0, len(x), dim):
+        chunk = x[start:start + dim]
+        padded = np.concatenate([chunk, np.zeros((dim - len(chunk), *chunk.shape[1:]), chunk.dtype)])
+        parts.append([out[:len(chunk)] for out in session.run(output_names, {name: padded})])
+    return [np.concatenate([p[k] for p in parts]) for k in range(len(parts[0]))] if parts else []

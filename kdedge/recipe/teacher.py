@@ -24,7 +24,7 @@ class TeacherInput(BaseModel):
     image_size: Optional[int] = Field(None, ge=4, le=4096, description="square input side in pixels")
     mean: Optional[list[float]] = Field(None, description="per-channel mean on the [0,1] scale it was trained with")
     std: Optional[list[float]] = Field(None, description="per-channel std on the [0,1] scale it was trained with")
-    num_classes: Optional[int] = Field(None, ge=2, le=100_000)
+    num_classes: Optional[int] = Field(None, ge=2, le=100_000, description="how many classes it predicts")
     classes: Optional[list[str]] = Field(None, description="class names in the teacher's output order")
 
     @model_validator(mode="after")
@@ -36,7 +36,12 @@ class TeacherInput(BaseModel):
         if self.std is not None and min(self.std) <= 0:
             raise ValueError(f"std must be > 0 per channel, got {self.std}")
         if self.mean is not None and self.channels is not None and len(self.mean) != self.channels:
-            raise ValueError(f"mean/std have {len(self.mean)} values for {self.channels} channels")
+            raise ValueError(f"mean/std have {len(self.mean)} values for {self.channels} channels; give one per "
+                             "channel (1 for grayscale, 3 for RGB)")
+        if self.classes is not None and len(set(self.classes)) != len(self.classes):
+            twice = sorted({c for c in self.classes if self.classes.count(c) > 1})
+            raise ValueError(f"classes names {', '.join(twice)} more than once; list each class once, in the "
+                             "teacher's output order")
         if self.classes is not None and self.num_classes is not None and len(self.classes) != self.num_classes:
             raise ValueError(f"classes lists {len(self.classes)} names but num_classes is {self.num_classes}")
         return self
@@ -48,8 +53,9 @@ class TeacherConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
-    model: Optional[ModelSpec] = None
-    train: Optional[TrainConfig] = None
+    model: Optional[ModelSpec] = Field(None, description="the architecture: trained here with train:, or the one "
+                                                          "checkpoint:'s weights are for")
+    train: Optional[TrainConfig] = Field(None, description="the teacher's training budget (trained here)")
     calibrate: bool = Field(False, description="fit the teacher's temperature T* on the validation split "
                                                "before distilling (implied by temperature: calibrated)")
     from_run: Optional[Path] = Field(None, strict=False, description="reuse the finished teacher of this run "

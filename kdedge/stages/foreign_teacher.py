@@ -47,6 +47,19 @@ def source_fingerprint(recipe: Recipe) -> str:
     return hashlib.sha256(source_bytes(recipe)[1]).hexdigest()[:16]
 
 
+def changed_teacher_file(recipe: Recipe, record: dict[str, Any], run_root: Path) -> None:
+    """The run's teacher was read from this recipe's file, whose bytes have changed since: say that."""
+    recorded = (record.get("source") or {}).get("sha256")
+    if recorded is None:
+        return
+    path, content = source_bytes(recipe)
+    now = hashlib.sha256(content).hexdigest()
+    if now != recorded:
+        raise KdedgeError(f"{path}: teacher.{recipe.teacher.source} changed since {run_root} read it (SHA-256 "
+                          f"{now[:12]}…, the run's teacher {recorded[:12]}…); pass --force to read the new one "
+                          "into a fresh run, or point the recipe at the file the run was made with")
+
+
 def import_foreign_teacher(recipe: Recipe, planned: PlannedRun, ctx: StageContext, data: PreparedData,
                            fingerprint: str, *, source: str) -> dict[str, Any]:
     """`source` names the recipe file in messages."""
@@ -56,6 +69,10 @@ def import_foreign_teacher(recipe: Recipe, planned: PlannedRun, ctx: StageContex
     stats = data.training.stats
     check_contract(recipe.teacher.input, channels=channels, image_size=(height, width), classes=data.dataset.classes,
                    mean=stats.mean, std=stats.std, source=source)
+    if (recipe.teacher.input is None or recipe.teacher.input.mean is None) and "mean" not in recipe.data.options:
+        ctx.print(f"[yellow]teacher[/]: your teacher is fed pixels normalised with the data's own statistics "
+                  f"(mean {[round(v, 4) for v in stats.mean]}, std {[round(v, 4) for v in stats.std]}); if it was "
+                  "trained with other values, give them as data.mean/std and teacher.input.mean/std")
     device = ctx.device(recipe.device)
     spec = ModelSpecRecord(name=recipe.teacher.model.name if kind == "checkpoint" else f"{kind} teacher",
                            kwargs=recipe.teacher.model.kwargs if kind == "checkpoint" else {},
@@ -108,5 +125,9 @@ def _check_outputs(model: torch.nn.Module, data: PreparedData, device: torch.dev
     if not isinstance(logits, torch.Tensor) or logits.ndim != 2 or logits.shape[1] != data.num_classes:
         shape = list(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
         raise KdedgeError(f"{path}: teacher.{kind} returns {shape} for 2 images, not [2, {data.num_classes}] "
-                          f"(one logit per class of the data: {', '.join(data.dataset.classes[:6])}…); point "
+                          f"(one logit per class of the data: {_listed(data.dataset.classes)}); point "
                           "data.root at the dataset the teacher was trained on, or return the logits first")
+
+
+def _listed(names: tuple[str, ...], shown: int = 6) -> str:
+    return ", ".join(names[:shown]) + (", …" if len(names) > shown else "")

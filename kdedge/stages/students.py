@@ -24,6 +24,7 @@ from kdedge.stages.context import StageContext
 from kdedge.stages.data import PreparedData
 from kdedge.stages.roles import RoleJob, resume_state_for, train_role
 from kdedge.stages.temperature import calibrate_teacher
+from kdedge.temperature import T_MAX, T_MIN
 from kdedge.train import supervised_step
 from kdedge.train.batches import prepare_batch
 from kdedge.train.distill_step import KDTerm, feature_cache_fits, make_distill_step, teacher_outputs
@@ -46,6 +47,11 @@ def teacher_temperature(recipe: Recipe, run: RunDir, ctx: StageContext, data: Pr
     if t is None:
         t = calibrate_teacher(run, ctx, data)["temperature"]
         ctx.print(f"[cyan]calibration[/]: teacher T* = {t:.4f} (fitted on the validation split)")
+        if t in (T_MIN, T_MAX):
+            ctx.print(f"[yellow]calibration[/]: T* is at its bound {t}: the validation split gives no interior "
+                      "optimum (e.g. every validation image right, or the logits carry no information); with "
+                      "temperature: calibrated the students learn from that bound, so check the teacher or use "
+                      "a fixed temperature")
     return float(t)
 
 

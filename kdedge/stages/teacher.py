@@ -15,7 +15,7 @@ from kdedge.recipe import Recipe
 from kdedge.run import PlannedRun, RunDir
 from kdedge.stages.context import StageContext
 from kdedge.stages.data import PreparedData, check_same_data, prepare_data
-from kdedge.stages.foreign_teacher import import_foreign_teacher, source_fingerprint
+from kdedge.stages.foreign_teacher import changed_teacher_file, import_foreign_teacher, source_fingerprint
 from kdedge.stages.roles import RoleJob, resume_state_for, train_role
 from kdedge.train import supervised_step
 
@@ -28,10 +28,13 @@ def train_teacher(recipe: Recipe, planned: PlannedRun, ctx: StageContext, *, res
         fingerprint += f":{source_fingerprint(recipe)}"  # other weights in the same file name: another teacher
     record = finished_record(planned.run, STAGE, exists=planned.exists)
     if record:
+        if recipe.teacher.source is not None:
+            changed_teacher_file(recipe, record, planned.run.root)  # named as such, before the fingerprint
         stale_fingerprint(planned.run, STAGE, record, fingerprint)  # reuse only what this recipe would train
         verified_model_file(planned.run, STAGE)  # and only the bytes that were written
+        again = "read it again" if "source" in record else "retrain"
         ctx.print(f"[green]teacher[/]: reusing the finished teacher in {escape(str(planned.run.stage_dir(STAGE)))} "
-                  f"(test accuracy {record['test']['accuracy']:.4f}); pass --force to retrain")
+                  f"(test accuracy {record['test']['accuracy']:.4f}); pass --force to {again}")
         return record
     if recipe.teacher.from_run is not None:
         return import_teacher(recipe, planned, ctx, data, fingerprint)

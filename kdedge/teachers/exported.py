@@ -31,6 +31,17 @@ class ExportedTeacher(nn.Module):
         self.input_shape = input_shape  # [N, C, H, W]; None where the program took a dynamic size
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        fixed = self.input_shape[0]
+        if fixed is None or fixed == len(x):
+            return self._logits(x)
+        # exported with a fixed batch size: chunks of that size, the last one zero-padded
+        parts = []
+        for chunk in x.split(fixed):
+            pad = x.new_zeros((fixed - len(chunk), *chunk.shape[1:]))
+            parts.append(self._logits(torch.cat([chunk, pad]))[:len(chunk)])
+        return torch.cat(parts)
+
+    def _logits(self, x: torch.Tensor) -> torch.Tensor:
         out = self.program(x)
         return out[0] if isinstance(out, (tuple, list)) else out  # the first output is the logits
 
@@ -42,12 +53,14 @@ class ExportedTeacher(nn.Module):
 def load_exported(path: Path, content: bytes) -> ExportedTeacher:
     _refuse_pickled_objects(path, content)
     try:
-        with _weights_only_loads():
+        with _weights_only_loads(), _quiet_torch_export_logs():
             program = torch.export.load(io.BytesIO(content))
     except KdedgeError:
         raise
     except Exception as exc:  # torch raises many types for a foreign or damaged archive
         reason = str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__
+        if "deserializing" in reason:  # torch's words for "no exported program in this archive"
+            reason = "no exported program in it: a torch.save file? a state_dict goes in teacher.checkpoint"
         raise KdedgeError(f"{path}: teacher.exported is not a torch.export program this torch "
                           f"({torch.__version__}) can read ({reason}); {FIX}") from None
     inputs = [n for n in program.graph.nodes if n.op == "placeholder" and n.name in program.graph_signature.user_inputs]
@@ -90,3 +103,19 @@ def _weights_only_loads() -> Iterator[None]:
             os.environ.pop("TORCH_FORCE_WEIGHTS_ONLY_LOAD", None)
         else:
             os.environ["TORCH_FORCE_WEIGHTS_ONLY_LOAD"] = before
+
+
+@contextmanager
+def _quiet_torch_export_logs() -> Iterator[None]:
+    """torch.export.load logs a traceback before it raises on a foreign file; kdedge says it in one line."""
+    import logging
+
+    loggers = [logging.getLogger(name) for name in ("torch.export", "torch._export", "torch.export._trace")]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        for logger, level in zip(loggers, levels):
+            logger.setLevel(level)

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from kdedge.errors import KdedgeError
-from kdedge.export.ort_session import open_session
+from kdedge.export.ort_session import open_session, run_any_batch
 
 FIX = ("export it with one image input [N, C, H, W] (float32, normalised) and the logits as its first output, "
        "e.g. torch.onnx.export(model, (example,), 'teacher.onnx', input_names=['input'], output_names=['logits'], "
@@ -35,7 +35,7 @@ class OnnxTeacher(nn.Module):
                               f"[N, C, H, W]; {FIX}")
         self.input_name = inputs[0].name
         self.output_names = [o.name for o in outputs]
-        # a static batch size (an export without a dynamic batch) is run in chunks of that size
+        # a static batch size (an export without a dynamic batch) is run in chunks (run_any_batch)
         self.input_shape = tuple(d if isinstance(d, int) and d > 0 else None for d in inputs[0].shape)
         for name in self.output_names[1:]:
             if name.isidentifier():  # module names cannot hold '.'; such outputs are not features
@@ -54,11 +54,7 @@ class OnnxTeacher(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         array = np.ascontiguousarray(x.detach().float().cpu().numpy())
-        step = self.input_shape[0] or len(array)
-        parts = [self.session.run(self.output_names, {self.input_name: array[i:i + step]})
-                 for i in range(0, len(array), step)] if len(array) else []
-        outputs = [torch.from_numpy(np.concatenate([p[k] for p in parts])).to(x.device)
-                   for k in range(len(self.output_names))]
+        outputs = [torch.from_numpy(out).to(x.device) for out in run_any_batch(self.session, array, self.output_names)]
         for name, value in zip(self.output_names[1:], outputs[1:]):
             if name in self._modules:
                 self._modules[name](value)  # the hooks of a FeatureTap see it here
@@ -81,7 +77,30 @@ class OnnxTeacher(nn.Module):
         for node in graph.node:
             node.input[:] = [renames.get(n, n) for n in node.input]
             node.output[:] = [renames.get(n, n) for n in node.output]
+        if self.input_shape[0] is not None:
+            return self._with_dynamic_batch(model)
         return model.SerializeToString()
+
+    def _with_dynamic_batch(self, model) -> bytes:
+        """kdedge's exports take any batch (INT8 calibration, bench at batch 1 and 64): a fixed batch size is
+        made dynamic when the graph still computes the same logits that way, else refused with the fix."""
+        for value in (model.graph.input[0], model.graph.output[0]):
+            value.type.tensor_type.shape.dim[0].dim_param = "batch"
+        _free_reshape_batch(model.graph, self.input_shape[0])
+        content = model.SerializeToString()
+        fixed = self.input_shape[0]
+        x = np.random.default_rng(0).standard_normal((fixed + 1, *self.input_shape[1:])).astype(np.float32)
+        try:
+            dynamic = open_session(self.path, content=content).run(None, {model.graph.input[0].name: x})[0]
+            same = np.allclose(dynamic, run_any_batch(self.session, x, self.output_names[:1])[0], atol=1e-4)
+        except Exception:  # ORT raises its own types when a reshape is tied to the fixed batch size
+            same = False
+        if not same:
+            raise KdedgeError(f"{self.path}: this ONNX teacher was exported with a fixed batch size of {fixed}, "
+                              "which its graph depends on, so it cannot be exported for other batch sizes; "
+                              "re-export it with a dynamic batch (dynamic_shapes / dynamic_axes) to export and "
+                              "bench it (distillation works as it is)")
+        return content
 
 
 def self_contained_onnx(path: Path) -> bytes:
@@ -96,3 +115,18 @@ def self_contained_onnx(path: Path) -> bytes:
         reason = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
         raise KdedgeError(f"{path}: teacher.onnx is not a readable ONNX model, or its external weights file is "
                           f"missing ({reason}); {FIX}") from None
+
+
+def _free_reshape_batch(graph, fixed: int) -> None:
+    """Exporters bake the batch size into Reshape targets ([1, 64]); a leading `fixed` becomes -1 where the
+    target has no -1 yet. Only a heuristic: the caller keeps the result only if the logits are unchanged."""
+    from onnx import numpy_helper
+
+    initializers = {t.name: t for t in graph.initializer}
+    for node in graph.node:
+        if node.op_type != "Reshape" or len(node.input) < 2 or node.input[1] not in initializers:
+            continue
+        target = numpy_helper.to_array(initializers[node.input[1]]).copy()
+        if target.ndim == 1 and len(target) and target[0] == fixed and -1 not in target:
+            target[0] = -1
+            initializers[node.input[1]].CopyFrom(numpy_helper.from_array(target, node.input[1]))

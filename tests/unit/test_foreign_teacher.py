@@ -255,3 +255,70 @@ def test_hint_from_an_onnx_teacher_output_through_the_cli(tmp_path, cli):
     recipe.write_text(yaml.safe_dump(raw))
     bad = cli("distill", recipe)
     assert bad.exit_code == 2 and "nope" in bad.stderr and "stage_out" in bad.stderr, bad.output
+
+
+def test_teachers_exported_with_a_fixed_batch_size_run_any_batch(own_teacher, tmp_path, cli):
+    """Users often export with a fixed batch (ONNX batch 1, .pt2 without a dynamic dim): run in padded chunks."""
+    model, x = own_teacher["model"], own_teacher["x_test"]
+    torch.export.save(torch.export.export(model, (x[:8],)), tmp_path / "fixed8.pt2")
+    torch.onnx.export(model, (x[:1],), str(tmp_path / "fixed1.onnx"), input_names=["pixels"], output_names=["y"],
+                      dynamo=True)
+    exported = load_exported(tmp_path / "fixed8.pt2", (tmp_path / "fixed8.pt2").read_bytes())
+    onnx_teacher = OnnxTeacher(tmp_path / "fixed1.onnx", self_contained_onnx(tmp_path / "fixed1.onnx"))
+    assert exported.input_shape[0] == 8 and onnx_teacher.input_shape[0] == 1
+    with torch.no_grad():
+        for teacher in (exported, onnx_teacher):
+            assert (teacher(x[:19]) - own_teacher["logits"][:19]).abs().max() < 1e-4  # 19: a padded tail
+    recipe = _recipe(tmp_path, {"onnx": "fixed1.onnx"})
+    assert cli("distill", recipe).exit_code == 0
+    result = cli("export", tmp_path / "runs" / "own", "--format", "onnx-int8", "--allow-drop")
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((tmp_path / "runs" / "own" / "manifest.json").read_text())
+    assert manifest["exports"]["teacher"]["onnx"]["parity"]["max_abs_diff"] < 1e-4
+
+
+def test_changed_teacher_file_is_named_as_such(own_teacher, tmp_path, cli):
+    path = tmp_path / "t.onnx"
+    path.write_bytes(self_contained_onnx(own_teacher["dir"] / "teacher.onnx"))
+    recipe = _recipe(tmp_path, {"onnx": "t.onnx"})
+    assert cli("distill", recipe).exit_code == 0
+    other = build_model("cnn", in_channels=1, num_classes=10, image_size=8).eval()
+    torch.onnx.export(other, (own_teacher["x_test"][:2],), str(path), dynamo=True, external_data=False,
+                      dynamic_shapes=({0: torch.export.Dim("batch")},))
+    result = cli("distill", recipe)
+    assert result.exit_code == 2 and "teacher.onnx changed since" in result.stderr and "--force" in result.stderr
+
+
+@pytest.mark.parametrize("data, teacher_input, needle", [
+    ({"image_size": 16}, {"image_size": 8}, "teacher.input.image_size is 8 but data.image_size"),
+    ({"color": "grayscale"}, {"channels": 3}, "teacher.input.channels is 3 but data.color"),
+    ({"mean": [0.5], "std": [0.2]}, {"mean": [0.3], "std": [0.2]}, "teacher.input.mean is [0.3] but data.mean"),
+])
+def test_recipe_check_compares_the_contract_with_the_data_options(data, teacher_input, needle, tmp_path, cli):
+    (tmp_path / "t.onnx").write_bytes(b"x")
+    (tmp_path / "imgs").mkdir()
+    recipe = _recipe(tmp_path, {"onnx": "t.onnx", "input": teacher_input})
+    raw = yaml.safe_load(recipe.read_text())
+    raw["data"] = {"dataset": "image_folder", "root": "imgs", **data}
+    recipe.write_text(yaml.safe_dump(raw))
+    result = cli("recipe", "check", recipe)
+    assert result.exit_code == 2 and needle in result.stderr, result.output
+
+
+def test_duplicate_class_names_in_the_contract(tmp_path, cli):
+    (tmp_path / "t.onnx").write_bytes(b"x")
+    result = cli("recipe", "check", _recipe(tmp_path, {"onnx": "t.onnx", "input": {"classes": ["a", "b", "a"]}}))
+    assert result.exit_code == 2 and "names a more than once" in result.stderr
+
+
+def test_bench_of_a_run_whose_teacher_was_not_exported(own_teacher, tmp_path, cli):
+    """Export only the student (what a user who ships the student does): the bench reports it without the
+    teacher rows instead of failing on the missing teacher."""
+    recipe = _recipe(tmp_path, {"onnx": str(own_teacher["dir"] / "teacher.onnx")}, )
+    assert cli("distill", recipe).exit_code == 0
+    run = tmp_path / "runs" / "own"
+    assert cli("export", run, "--models", "student", "--format", "onnx").exit_code == 0
+    result = cli("bench", run, "--runs", "2", "--mc-samples", "0")
+    assert result.exit_code == 0, result.output
+    report = json.loads((run / "bench" / "report.json").read_text())
+    assert set(report["models"]) == {"student"} and (run / "bench" / "report.md").is_file()
