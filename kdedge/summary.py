@@ -101,22 +101,40 @@ def exports_table(run: RunDir) -> Table | str:
     if not exports:
         return "exports: none yet (`kdedge export RUN --int8`)"
     table = Table(title="exports (parity with the fp32 model on the test split)")
-    for column in ("model", "format", "file", "KiB", "agree", "Δ pt", "gate"):
+    for column in ("model", "format", "file", "KiB", "agree", "Δ pt", "gate", "INT8 route"):
         table.add_column(column, justify="right" if column in ("KiB", "agree", "Δ pt") else "left")
+    notes = []
     for stage, formats in exports.items():
         for name, entry in formats.items():
-            table.add_row(*(escape(v) for v in (stage, name, *_export_cells(entry))))
+            table.add_row(*(escape(v) for v in (stage, name, *_export_cells(stage, name, entry))))
+            layers = _fp32_layers(entry)
+            if layers:  # below the table: names are too long for a cell
+                notes.append(escape(f"{stage} {name}: {_export_cells(stage, name, entry, long=True)[-1]}, "
+                                    f"in fp32: {', '.join(layers)}"))
+    table.caption = "\n".join(notes) or None
     return table
 
 
-def _export_cells(entry: dict[str, Any]) -> list[str]:
+def _fp32_layers(entry: Any) -> list[str]:
+    from kdedge.export.route import fp32_layers
+
+    try:
+        return fp32_layers(entry)
+    except (TypeError, AttributeError):  # a hand-edited manifest
+        return []
+
+
+def _export_cells(stage: str, fmt: str, entry: dict[str, Any], long: bool = False) -> list[str]:
+    from kdedge.export.route import int8_route
+
     try:
         parity = entry.get("parity") or {}
         gate = "failed, kept by --allow-drop" if entry.get("parity_failures") else "passed"
         return [str(entry.get("file", "?")), f"{entry['bytes'] / 1024:.0f}", f"{parity['agreement']:.2%}",
-                f"{0.0 - parity['accuracy_drop'] * 100:+.2f}", gate]
-    except (KeyError, TypeError, ValueError):
-        return [str(entry.get("file", "?")), "?", "?", "?", "?"]
+                f"{0.0 - parity['accuracy_drop'] * 100:+.2f}", gate,
+                int8_route(stage, {"format": fmt, **entry}, short=not long) or "—"]
+    except (KeyError, TypeError, ValueError, AttributeError):
+        return [str(entry.get("file", "?")), "?", "?", "?", "?", "?"]
 
 
 def bench_summary(run: RunDir) -> Group | str:

@@ -7,14 +7,15 @@ from typing import Any
 
 from kdedge.bench.jetson import TRT_DIR
 from kdedge.bench.report_decision import (TRADEOFF_PNG, UNSTABLE_MARK, caveat_lines, decision_lines, files_lines,
-                                          label_of, runtime_label, temperature_lines, write_tradeoff)
+                                          label_of, route_lines, route_of, runtime_label, temperature_lines,
+                                          write_tradeoff)
 from kdedge.io import write_text
 from kdedge.markdown import markdown_table
 from kdedge.metrics import CalibrationBins
 from kdedge.plots import reliability_diagram
 
 COLUMNS = ["model", "runtime", "size MB", "params", "MMACs", "acc", "NLL", "ECE", "MCE",
-           "ms/img b1 (p10–p90)", "img/s bN", "teacher/this b1"]
+           "ms/img b1 (p10–p90)", "img/s bN", "teacher/this b1", "INT8 route"]
 
 
 def rows(report: dict[str, Any]) -> list[list[Any]]:
@@ -33,6 +34,7 @@ def rows(report: dict[str, Any]) -> list[list[Any]]:
                 + (f" {UNSTABLE_MARK}" if r.get("timing_flags") else ""),
                 f"{r[batch]['images_per_s']:,.0f}" if batch in r else "—",
                 f"{ratio:.2f}×" if ratio else ("1×" if stage == "teacher" else "—"),
+                route_of(stage, r),
             ])
     return out
 
@@ -49,7 +51,8 @@ def write_markdown(report: dict[str, Any], out_dir: Path) -> Path:
              f"{versions.get('onnxruntime')}{openvino}. Test split: {report['data']['test_images']} images of "
              f"{report['data']['dataset']}. Timings: median of {report['timing']['rounds']}×"
              f"{report['timing']['runs_per_round']} runs after warm-up, models interleaved per runtime.", "",
-             "## Models × runtimes", "", markdown_table(COLUMNS, rows(report)), "", *caveat_lines(report)]
+             "## Models × runtimes", "", markdown_table(COLUMNS, rows(report)), "", *caveat_lines(report),
+             *route_lines(report)]
     if "device_info" in report:
         lines += device_info_lines(report["device_info"])
     if "trtexec" in report:
@@ -171,10 +174,14 @@ def terminal_table(report: dict[str, Any]):
 
     where = f" on {report['host']}" if report.get("host") else ""
     table = Table(title=escape(f"kdedge bench {report['run']} ({report['device']}{where})"))
-    short = ["model", "runtime", "size MB", "acc", "ECE", "ms b1", "img/s bN", "T/S b1"]
+    short = ["model", "runtime", "size MB", "acc", "ECE", "ms b1", "img/s bN", "T/S b1", "INT8 route"]
     for c in short:
-        table.add_column(c, justify="left" if c in ("model", "runtime") else "right")
-    for r in rows(report):
+        table.add_column(c, justify="left" if c in ("model", "runtime", "INT8 route") else "right")
+    routes = [route_of(stage, r, short=True) for stage, info in report["models"].items()
+              for r in info["runtimes"].values()]  # the order of rows()
+    for r, route in zip(rows(report), routes):
         table.add_row(r[0], r[1], r[2], r[5], r[7], r[9].split(" ")[0] + (f" {UNSTABLE_MARK}" if UNSTABLE_MARK in r[9]
-                                                                         else ""), r[10], r[11])
+                                                                         else ""), r[10], r[11], escape(route))
+    if any("fp32" in route for route in routes):
+        table.caption = "INT8 route +N fp32: N layers kept in fp32 by the export's fallback (report.md: which, and why)"
     return table

@@ -9,6 +9,7 @@ from typing import Any
 
 from kdedge.bench.kd_gain import sentence
 from kdedge.bench.timing import stability_advice
+from kdedge.export.route import fp32_layers, int8_route, speed_cost
 from kdedge.markdown import markdown_table
 
 GATE_MARK = "†"      # INT8 export that failed the parity gate, kept by --allow-drop
@@ -18,6 +19,14 @@ TRADEOFF_PNG = "tradeoff.png"
 
 def runtime_label(entry: dict[str, Any], runtime: str) -> str:
     return runtime + (f" {GATE_MARK}" if (entry.get("export") or {}).get("allowed_by_flag") else "")
+
+
+def route_of(stage: str, entry: dict[str, Any], *, short: bool = False) -> str:
+    """An INT8 row's route (PTQ, PTQ + N fp32 layers, QAT-KD) from the export record the bench copied; '—'
+    for fp32 rows."""
+    if entry.get("precision", "fp32") == "fp32":
+        return "—"
+    return int8_route(stage, entry.get("export"), short=short) or "—"
 
 
 def label_of(report: dict[str, Any], stage: str, runtime: str) -> str:
@@ -51,6 +60,31 @@ def caveat_lines(report: dict[str, Any]) -> list[str]:
     if notes:
         out += [f"{UNSTABLE_MARK} **Unstable timings** (p90/median above 1.5, or a larger batch slower per image "
                 f"than batch 1): {stability_advice(report.get('threads'))}.", ""] + [f"- {n}" for n in notes] + [""]
+    return out
+
+
+def route_lines(report: dict[str, Any]) -> list[str]:
+    """The INT8 rows whose export kept layers in fp32: which layers, the agreement before and after, the
+    speed cost; and which route each INT8 row took (QAT-KD is the other way to rescue an INT8 model)."""
+    rows, kept = [], []
+    for stage, info in report["models"].items():
+        for runtime, r in info["runtimes"].items():
+            if r.get("precision", "fp32") == "fp32":
+                continue
+            rows.append([stage, runtime_label(r, runtime), route_of(stage, r)])
+            layers = fp32_layers(r.get("export"))
+            if layers:
+                kept.append([stage, runtime_label(r, runtime), ", ".join(f"`{n}`" for n in layers),
+                             speed_cost(r.get("export"))])
+    if not rows:
+        return []
+    out = ["## INT8 routes", "", "PTQ: post-training quantization on calibration images; PTQ + N fp32 layers: the "
+           "export failed the parity gate and kept its N most sensitive layers in fp32 (`kdedge export "
+           "--max-fp32-layers`); QAT-KD: the student trained under simulated INT8 (`quant:` in the recipe).", "",
+           markdown_table(["model", "runtime", "route"], rows), ""]
+    if kept:
+        out += ["Layers kept in fp32 and what they cost (timed by `kdedge export` against the plain INT8 model):", "",
+                markdown_table(["model", "runtime", "layers in fp32", "speed cost"], kept), ""]
     return out
 
 

@@ -92,6 +92,7 @@ def export_table(run_root: Path, exports: dict[str, Any]):
     from rich.table import Table
 
     from kdedge.export.formats import FORMATS
+    from kdedge.export.route import int8_route
 
     table = Table(title=f"exports of {escape(str(run_root))} (parity on the test split)")
     table.add_column("model")
@@ -99,7 +100,8 @@ def export_table(run_root: Path, exports: dict[str, Any]):
     for column in ("KiB", "agree", "acc", "Δ pt"):
         table.add_column(column, justify="right")
     table.add_column("gate")
-    table.add_column("fp32 layers")
+    table.add_column("INT8 route")
+    notes = []
     for stage, formats in exports.items():
         for name, entry in formats.items():
             p = entry["parity"]
@@ -107,16 +109,21 @@ def export_table(run_root: Path, exports: dict[str, Any]):
             gate = "fp32" if fp32 else ("passed" if not entry["parity_failures"] else "[yellow]allowed[/]")
             table.add_row(stage, name, f"{entry['bytes'] / 1024:.0f}", f"{p['agreement']:.2%}",
                           f"{p['accuracy']:.4f}", f"{0.0 - p['accuracy_drop'] * 100:+.2f}", gate,
-                          _fallback_cell(entry.get("fp32_fallback")))
+                          escape(int8_route(stage, {"format": name, **entry}, short=True) or "-"))
+            notes += fp32_layer_notes(stage, name, entry)
+    table.caption = "\n".join(notes) or None
     return table
 
 
-def _fallback_cell(fallback: dict[str, Any] | None) -> str:
-    """'2: 24.5%→99.7%, 0.93x' (layers kept in fp32: agreement before → after, speed against plain INT8)."""
-    if not fallback or not fallback.get("layers"):
-        return "-"
-    cell = f"{len(fallback['layers'])}: {fallback['before']['agreement']:.1%}→{fallback['after']['agreement']:.1%}"
-    speed = fallback.get("speed") or {}
+def fp32_layer_notes(stage: str, fmt: str, entry: dict[str, Any]) -> list[str]:
+    """Below the table, one line per export that kept layers in fp32: which, and their speed cost."""
+    from kdedge.export.route import fp32_layers, int8_route
+
+    layers = fp32_layers(entry)
+    if not layers:
+        return []
+    line = f"{stage} {fmt}: {int8_route(stage, {'format': fmt, **entry})}, in fp32: {', '.join(layers)}"
+    speed = (entry.get("fp32_fallback") or {}).get("speed") or {}
     if speed.get("measured"):
-        cell += f", {1 / speed['fallback_over_int8']:.2f}x"
-    return escape(cell)
+        line += f" ({speed['fallback_over_int8']:.2f}× the plain INT8 time)"
+    return [escape(line)]
