@@ -66,8 +66,9 @@ class Fallback:
     layers: list[LayerScore]
     ranking: list[LayerScore]
     held_out: dict[str, Any]
-    extra: dict[str, Any] = field(default_factory=dict)   # the last producer's manifest fields
+    extra: dict[str, Any] = field(default_factory=dict)   # the kept attempt's producer's manifest fields
     speed: dict[str, Any] | None = None
+    tried: int = 0  # the most layers tried in fp32 (layers: those of the attempt kept, the best one)
 
     def to_dict(self) -> dict[str, Any]:
         return {"measure": MEASURE, "held_out": self.held_out, "layers": [s.to_dict() for s in self.layers],
@@ -85,12 +86,14 @@ def run_fallback(fmt: ExportFormat, job: ExportJob, first: tuple[Parity, list[st
     assert fmt.rank_layers is not None and budget > 0
     with tempfile.TemporaryDirectory(prefix="kdedge-fallback-") as tmp:
         plain = Path(tmp) / "plain.onnx"  # the plain INT8 model, timed against the fallback's
-        if fmt.cpu_timed:
-            shutil.copyfile(job.out, plain)
+        best_file = Path(tmp) / "best"    # the best attempt so far: what --allow-drop keeps if none passes
+        shutil.copyfile(job.out, plain)
+        shutil.copyfile(job.out, best_file)
         progress(f"ranking the layers of {fmt.name} by INT8 sensitivity on {held_out['images']} "
                  f"held-out {held_out['split']} images")
         ranking = _ranked(fmt, job, console)
         result, failures, extra, k = first[0], first[1], {}, 0
+        best = (result, failures, extra, k)
         for k in range(1, min(budget, len(ranking)) + 1):
             names = tuple(s.name for s in ranking[:k])
             progress(f"{fmt.name}: keeping {k} layer(s) in fp32: {', '.join(names)}")
@@ -98,7 +101,15 @@ def run_fallback(fmt: ExportFormat, job: ExportJob, first: tuple[Parity, list[st
             result, failures = check(job.out, extra)
             if not failures:
                 break
-        outcome = Fallback(first[0], first[1], result, failures, ranking[:k], ranking, held_out, extra)
+            if (result.agreement, -result.accuracy_drop) > (best[0].agreement, -best[0].accuracy_drop):
+                best = (result, failures, extra, k)
+                shutil.copyfile(job.out, best_file)
+        tried = k
+        if failures and best[3] != k:  # none passed: keep the best attempt, not the last
+            result, failures, extra, k = best
+            shutil.copyfile(best_file, job.out)
+        outcome = Fallback(first[0], first[1], result, failures, ranking[:k], ranking, held_out, extra,
+                           tried=tried)
         if fmt.cpu_timed and not failures and k:
             outcome.speed = ort_speed(job.source, plain, job.out, job.held_out)
         elif not fmt.cpu_timed:
@@ -162,10 +173,13 @@ def refusal_line(stage: str, fmt_name: str, result: Parity, failures: list[str],
     line = (f"{stage} {fmt_name}: accuracy {result.reference_accuracy:.4f} fp32 -> {result.accuracy:.4f} INT8 "
             f"({-result.accuracy_drop * 100:+.2f} pt), agreement {result.agreement:.2%} on {result.images} test "
             f"images ({'; '.join(failures)})")
-    if fallback is not None and fallback.layers:
+    if fallback is not None and fallback.tried:
         first = fallback.before
-        line += (f"; plain INT8 was {first.accuracy:.4f} / {first.agreement:.2%}, with {len(fallback.layers)} "
-                 f"layer(s) in fp32 ({', '.join(s.name for s in fallback.layers)})")
+        names = ", ".join(s.name for s in fallback.ranking[:fallback.tried])
+        line += (f"; plain INT8 was {first.accuracy:.4f} / {first.agreement:.2%}, tried with {fallback.tried} "
+                 f"layer(s) in fp32 ({names})")
+        if len(fallback.layers) != fallback.tried:
+            line += f", best with {len(fallback.layers)}"
         fix = "raise --max-fp32-layers, "
     elif budget == 0:
         fix = "allow fp32 layers with --max-fp32-layers N, "

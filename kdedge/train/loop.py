@@ -150,10 +150,19 @@ def fit(model: nn.Module, step: StepFn, *, data: TrainingData, cfg: TrainConfig,
     except KeyboardInterrupt as exc:
         # what the interrupt kept, for the CLI's message (kdedge.cli.app.interrupted_message): promise a
         # checkpoint only when an epoch of this model was written
-        exc.stage, exc.epochs_done, exc.epochs = shown, checkpointed, cfg.epochs
+        # (the signal may land between a checkpoint's rename and `checkpointed` being updated: ask the file)
+        exc.stage, exc.epochs_done, exc.epochs = shown, max(checkpointed, _saved_epoch(ckpt_path)), cfg.epochs
         raise
     model.eval()
     return result
+
+
+def _saved_epoch(path: Path) -> int:
+    """The epoch count of the checkpoint at `path`, 0 when there is none or it cannot be read."""
+    try:
+        return int(torch.load(path, map_location="cpu", weights_only=True)["epoch"])
+    except Exception:  # any unreadable checkpoint counts as none: the message must not fail
+        return 0
 
 
 def _train_epoch(model, step, optimizer, train: ImageData, mean, std, *, cfg: TrainConfig, epoch: int,
