@@ -73,7 +73,7 @@ class Fallback:
     def to_dict(self) -> dict[str, Any]:
         return {"measure": MEASURE, "held_out": self.held_out, "layers": [s.to_dict() for s in self.layers],
                 "before": self.before.to_dict(), "before_failures": self.before_failures,
-                "after": self.after.to_dict(), "passed": not self.failures,
+                "after": self.after.to_dict(), "passed": not self.failures, "tried": self.tried,
                 "ranking": [s.to_dict() for s in self.ranking[:RANKING_KEPT]], "speed": self.speed}
 
 

@@ -90,7 +90,7 @@ def test_demo_edge_distill_export_bench(tmp_path: Path):
             assert entry["parity"]["agreement"] >= 0.99
             continue
         # the plain INT8 failed: the layers tried are listed, with the gate's numbers before and after
-        assert 1 <= len(entry["fp32_layers"]) <= 3
+        assert 0 <= len(entry["fp32_layers"]) <= 3 and 1 <= fallback["tried"] <= 3
         assert [layer["name"] for layer in fallback["layers"]] == entry["fp32_layers"]
         before, after = fallback["before"], fallback["after"]
         assert before["agreement"] < 0.99 or before["accuracy_drop"] > 0.005 - 1e-9
@@ -98,10 +98,11 @@ def test_demo_edge_distill_export_bench(tmp_path: Path):
         assert fallback["passed"] == (not entry["parity_failures"])
         if fallback["passed"]:
             assert after["agreement"] >= 0.99 and fallback["speed"]["measured"]
-        else:  # kept by --allow-drop after the whole budget
-            assert len(entry["fp32_layers"]) == 3
-        assert f"{stage} onnx-int8: PTQ + {len(entry['fp32_layers'])} fp32 layer" in closing
-        assert f"in fp32: {', '.join(entry['fp32_layers'])}" in closing
+        else:  # kept by --allow-drop after the whole budget: the best attempt (maybe the plain one)
+            assert fallback["tried"] == 3
+        if entry["fp32_layers"]:
+            assert f"{stage} onnx-int8: PTQ + {len(entry['fp32_layers'])} fp32 layer" in closing
+            assert f"in fp32: {', '.join(entry['fp32_layers'])}" in closing
 
     fp32 = run / exports["student"]["onnx"]["file"]
     props = _props(fp32)
