@@ -77,3 +77,13 @@ class InvertedResidual(nn.Module):
     def forward(self, x):
         out = self.block(x)
         return x + out if self.residual else out
+
+
+def pooled_stem(cin: int, cout: int, kernel: int, *, stem: str, image_size: int) -> nn.Sequential:
+    """The stem of ResNet and ShuffleNet: a stride-2 conv then a 3x3/2 max pool (ImageNet), or one stride-1
+    3x3 conv for small inputs."""
+    if small_stem(stem, image_size):
+        return conv_bn(cin, cout, 3, 1)
+    layers = conv_bn(cin, cout, kernel, 2)
+    layers.append(nn.MaxPool2d(3, 2, 1))
+    return layers

@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from kdedge.models.base import ConvClassifier, check_common, check_dropout, make_head
-from kdedge.models.edge import conv_bn, small_stem
+from kdedge.models.edge import conv_bn, pooled_stem
 from kdedge.models.registry import MODELS
 
 WIDTHS = (64, 128, 256, 512)
@@ -65,11 +65,7 @@ def build_resnet_imagenet(block: type[BasicBlock] | type[Bottleneck], repeats: t
                           num_classes: int, image_size: int, dropout: float, stem: str) -> ConvClassifier:
     check_common(in_channels, num_classes, image_size)
     check_dropout("dropout", dropout)
-    if small_stem(stem, image_size):
-        stem_layers = conv_bn(in_channels, 64, 3, 1)
-    else:
-        stem_layers = conv_bn(in_channels, 64, 7, 2)
-        stem_layers.append(nn.MaxPool2d(3, 2, 1))
+    stem_layers = pooled_stem(in_channels, 64, 7, stem=stem, image_size=image_size)
     stages: list[nn.Module] = []
     prev = 64
     for i, (width, n) in enumerate(zip(WIDTHS, repeats)):

@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from kdedge.models.base import ConvClassifier, check_common, check_dropout, make_head
-from kdedge.models.edge import conv_bn, head_conv, small_stem
+from kdedge.models.edge import conv_bn, head_conv, pooled_stem
 from kdedge.models.registry import MODELS
 
 REPEATS = (4, 8, 4)
@@ -60,11 +60,7 @@ def build_shufflenet_v2(widths: tuple[int, int, int], *, in_channels: int, num_c
                         dropout: float, stem: str) -> ConvClassifier:
     check_common(in_channels, num_classes, image_size)
     check_dropout("dropout", dropout)
-    if small_stem(stem, image_size):
-        stem_layers = conv_bn(in_channels, 24, 3, 1)
-    else:
-        stem_layers = conv_bn(in_channels, 24, 3, 2)
-        stem_layers.append(nn.MaxPool2d(3, 2, 1))
+    stem_layers = pooled_stem(in_channels, 24, 3, stem=stem, image_size=image_size)
     stages: list[nn.Module] = []
     prev = 24
     for width, repeats in zip(widths, REPEATS):
