@@ -94,8 +94,11 @@ def test_fp32_onnx_matches_torch_for_every_registered_model(name, tmp_path):
     for batch in (1, 5):  # the batch dimension is dynamic
         x = torch.randn(batch, 3, 16, 16)
         got = session.run(None, {"images": x.numpy()})[0]
-        # untrained deep ResNets have logits in the hundreds: float32 rounding there is ~1e-4 absolute
-        np.testing.assert_allclose(got, model(x).detach().numpy(), atol=1e-4, rtol=1e-5)
+        want = model(x).detach().numpy()
+        # untrained deep nets (MobileOne, ResNets) have logits in the thousands, and float32 rounding
+        # in the intermediate sums scales with them: compare against the largest logit, not each one
+        scale = max(1.0, float(np.abs(want).max()))
+        np.testing.assert_allclose(got, want, atol=1e-5 * scale, rtol=0)
     assert onnx.load(str(path)).opset_import[0].version >= 17
 
 
