@@ -40,6 +40,9 @@ Optimizer = Literal["sgd", "adamw"]
 OPTIMIZERS: tuple[str, ...] = get_args(Optimizer)
 Schedule = Literal["cosine", "step", "constant"]
 SCHEDULES: tuple[str, ...] = get_args(Schedule)
+# recipe train.precision: what training computes in (auto: chosen per device, kdedge.train.precision)
+Precision = Literal["auto", "fp32", "bf16", "fp16"]
+PRECISIONS: tuple[str, ...] = get_args(Precision)
 
 # MC-dropout masks behind MUPE (recipe sweep.mupe_masks, bench --mupe-masks): each model its own masks
 # (seed 000's definition, the default), or identical masks where shapes match (common random numbers)

@@ -1,7 +1,9 @@
 """Timing inference: warm-up excluded, many timed runs, medians with their spread.
 
 Pure bookkeeping around a callable, so every runtime (torch, ONNX Runtime, TensorRT) is timed the
-same way; the caller makes the callable synchronous (e.g. CUDA synchronize) when it has to be.
+same way; the caller makes the callable synchronous (e.g. CUDA synchronize) when it has to be. Work on
+torch's CUDA stream is timed by CUDA events (`cuda_clock`): the GPU's own clock, from a point where the
+stream is idle to the end of the call's last kernel.
 """
 
 from __future__ import annotations
@@ -9,7 +11,10 @@ from __future__ import annotations
 import statistics
 import time
 from dataclasses import asdict, dataclass
-from typing import Callable
+from typing import Any, Callable
+
+# runs a call and returns the seconds it took
+Clock = Callable[[Callable[[], object]], float]
 
 
 @dataclass(frozen=True)
@@ -41,10 +46,37 @@ def summarise_times(seconds: list[float], batch: int) -> Timing:
                   p90_ms=deciles[-1], min_ms=ms[0])
 
 
+def wall_clock(fn: Callable[[], object]) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+def cuda_clock(device: Any = None) -> Clock:
+    """A Clock on CUDA events: the stream is drained first (nothing queued earlier is counted), events
+    bracket the call on the current stream, and the end event is waited for, so the time covers the
+    work the call queued, not only its launch. Work on other streams (e.g. ONNX Runtime's) is only
+    covered when the call itself waits for it."""
+    import torch  # here, so that timing the other runtimes does not need torch
+
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+
+    def clock(fn: Callable[[], object]) -> float:
+        torch.cuda.synchronize(device)
+        start.record()
+        fn()
+        end.record()
+        end.synchronize()
+        return start.elapsed_time(end) / 1000  # elapsed_time is in ms
+
+    return clock
+
+
 def time_interleaved(calls: dict[str, Callable[[], object]], *, batch: int, rounds: int = 10, runs: int = 50,
-                     warmup: int = 20) -> dict[str, Timing]:
+                     warmup: int = 20, clock: Clock = wall_clock) -> dict[str, Timing]:
     """Time several callables fairly: each is warmed up, then rounds alternate between them so drift
-    of a shared machine hits all alike; `rounds * runs` timed calls each."""
+    of a shared machine hits all alike; `rounds * runs` timed calls each, each timed by `clock`
+    (`cuda_clock()` for work on a CUDA GPU)."""
     for fn in calls.values():
         for _ in range(warmup):
             fn()
@@ -52,9 +84,7 @@ def time_interleaved(calls: dict[str, Callable[[], object]], *, batch: int, roun
     for _ in range(rounds):
         for name, fn in calls.items():
             for _ in range(runs):
-                t0 = time.perf_counter()
-                fn()
-                times[name].append(time.perf_counter() - t0)
+                times[name].append(clock(fn))
     return {name: summarise_times(t, batch) for name, t in times.items()}
 
 

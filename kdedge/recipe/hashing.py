@@ -11,8 +11,9 @@ import hashlib
 import json
 from typing import Any
 
-# Training fields that leave the trained weights unchanged.
-UNHASHED_TRAIN_FIELDS = ("eval_every",)
+# Training fields that leave the trained weights unchanged (compile and deterministic change only the
+# rounding, as the device and thread count do, which are not hashed either).
+UNHASHED_TRAIN_FIELDS = ("eval_every", "compile", "deterministic")
 
 # Sections that only add experiments in their own sub-directories; they do not change what the
 # teacher, student and baseline are, so they are left out of the run-compatibility hash. (quant:

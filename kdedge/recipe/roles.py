@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_serializer, model_validator
 
-from kdedge.choices import Optimizer, Schedule
+from kdedge.choices import Optimizer, Precision, Schedule
 
 
 class _Strict(BaseModel):
@@ -56,6 +56,13 @@ class TrainConfig(_Strict):
     eval_every: int = Field(1, ge=1, le=10_000, description="evaluate val and test every N epochs and after the "
                             "last (long schedules on small transfer sets spend most of their time evaluating); "
                             "the trained weights do not depend on it")
+    precision: Precision = Field("auto", description="fp32, bf16 (autocast) or fp16 (autocast + gradient scaler); "
+                                 "auto: bf16 on a CUDA GPU that has it, else fp16 on CUDA, fp32 on the cpu")
+    compile: bool = Field(False, description="torch.compile the model for training (slow first steps)")
+    deterministic: bool = Field(False, description="CUDA: deterministic kernels (no cuDNN autotuning); slower. "
+                                "The cpu is repeatable without it")
+    sync_bn: bool = Field(False, description="multi-GPU runs: SyncBatchNorm (statistics over the global batch) "
+                          "instead of rank 0's; CUDA only")
 
     @model_validator(mode="after")
     def _check_schedule(self) -> "TrainConfig":
@@ -68,6 +75,19 @@ class TrainConfig(_Strict):
         if ms and (ms != sorted(set(ms)) or ms[0] < 1 or ms[-1] >= self.epochs):
             raise ValueError(f"schedule.milestones must be increasing epochs in 1..{self.epochs - 1}, got {ms}")
         return self
+
+    @model_serializer(mode="wrap")
+    def _dump(self, handler: Any) -> dict[str, Any]:
+        # unset new fields are dumped as before they existed, so existing runs keep their hash; one that
+        # is set is dumped (and hashed, unless kdedge.recipe.hashing leaves it out as rounding-only)
+        out = handler(self)
+        for key, default in _UNSET_TRAIN_DEFAULTS.items():
+            if key in out and out[key] == default:
+                del out[key]
+        return out
+
+
+_UNSET_TRAIN_DEFAULTS = {"precision": "auto", "compile": False, "deterministic": False, "sync_bn": False}
 
 
 class RoleConfig(_Strict):

@@ -27,7 +27,7 @@ import torch
 from torch import Tensor, nn
 
 from kdedge.errors import KdedgeError
-from kdedge.inference import uses_conv
+from kdedge.inference import model_device, uses_conv
 from kdedge.models.base import ConvClassifier
 from kdedge.models.mlp import MLP
 from kdedge.uncertainty.stats import mc_metrics_from, summarise_passes
@@ -201,9 +201,10 @@ def _check_int(name: str, value: int, minimum: int) -> None:
 
 @torch.inference_mode()
 def mc_dropout_predict(model: nn.Module, inputs: Tensor | Iterable, *, samples: int = 100, seed: int = 0,
-                       stream: str = "", batch_size: int = 256, device: torch.device | str = "cpu",
+                       stream: str = "", batch_size: int = 256, device: torch.device | str | None = None,
                        fast: bool = True, chunk_elements: int = 1 << 22) -> McResult:
-    """MC-dropout predictions of `model` (already on `device`) for normalised float images [n, C, H, W]
+    """MC-dropout predictions of `model` (already on `device`; default: where its weights are, so a model
+    on a GPU runs its N passes and draws its masks there) for normalised float images [n, C, H, W]
     (split into `batch_size` batches) or an iterable of such batches / (images, labels) pairs.
 
     Raises McDropoutNotApplicable when the model has no dropout with p > 0. `fast=False` (or a model
@@ -215,7 +216,7 @@ def mc_dropout_predict(model: nn.Module, inputs: Tensor | Iterable, *, samples: 
     _check_int("seed", seed, 0)
     _check_int("batch_size", batch_size, 1)
     _check_int("chunk_elements", chunk_elements, 1)
-    device = torch.device(device)
+    device = model_device(model) if device is None else torch.device(device)
     dropouts = active_dropouts(model)
     if not dropouts:
         raise McDropoutNotApplicable(f"{NOT_APPLICABLE} ({type(model).__name__} has no nn.Dropout with p > 0)")
