@@ -14,9 +14,56 @@ from pathlib import Path
 from typing import Any, Iterator
 
 
+class WriteRole:
+    """Who writes in a multi-process (data-parallel) run. Every rank runs the same pipeline and reaches
+    the same writes in the same order; only the writer (rank 0) puts the file in place, the others
+    write to a scratch file that is thrown away. All of them meet before each write (every rank has read
+    what it read before the file changes) and after it (no rank reads it before it is finished), so
+    between two writes every rank sees the same files. kdedge.train.distributed installs one."""
+
+    is_writer = True
+
+    def before_write(self) -> None:
+        pass
+
+    def after_write(self) -> None:
+        pass
+
+    def stop_waiting(self) -> None:
+        """After an error on this rank: later writes (marking a stage stopped) must not wait for ranks
+        that are elsewhere; the launcher stops those when this one exits."""
+
+
+_role: list[WriteRole] = [WriteRole()]
+
+
+def set_write_role(role: WriteRole | None) -> None:
+    """Install `role` (None: back to the single-process default)."""
+    _role[0] = role or WriteRole()
+
+
+def write_role() -> WriteRole:
+    return _role[0]
+
+
 @contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temp path beside `path`; on success it is fsynced and renamed onto `path`."""
+    """Yield a temp path beside `path`; on success it is fsynced and renamed onto `path`.
+    In a multi-process run only rank 0 writes (see WriteRole)."""
+    role = _role[0]
+    role.before_write()
+    if not role.is_writer:
+        with tempfile.TemporaryDirectory(prefix="kdedge-rank-scratch-") as scratch:
+            yield Path(scratch) / Path(path).name
+        role.after_write()
+        return
+    with _atomic_path(path) as tmp:
+        yield tmp
+    role.after_write()
+
+
+@contextmanager
+def _atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     try:

@@ -25,6 +25,7 @@ from kdedge import __version__
 from kdedge.errors import KdedgeError
 from kdedge.io import write_json
 from kdedge.lock import run_lock
+from kdedge.ranks import is_main_process
 from kdedge.recipe import Recipe, recipe_from_dict
 
 MANIFEST = "manifest.json"
@@ -180,7 +181,7 @@ class PlannedRun:
         if self.exists:
             return self.run
         root = self.run.root
-        if self.force and _has_contents(root):
+        if self.force and _has_contents(root) and is_main_process():  # other data-parallel ranks never delete
             foreign_check(self.run)  # checked again right before clearing: only a kdedge run is cleared
             _clear(root)
         root.mkdir(parents=True, exist_ok=True)

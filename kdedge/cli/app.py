@@ -17,6 +17,8 @@ from typer.core import TyperCommand, TyperGroup
 from kdedge import __version__
 from kdedge.choices import Device
 from kdedge.errors import KdedgeError
+from kdedge.io import write_role
+from kdedge.ranks import is_main_process, rank
 
 
 class _PlainHelp:
@@ -78,6 +80,8 @@ ResumeOpt = Annotated[bool, typer.Option("--resume", help="Continue interrupted 
 
 
 def fail(message: str, code: int = EXIT_USAGE) -> None:
+    if not is_main_process():  # a data-parallel worker other than rank 0 says which it is
+        message = f"(rank {rank()}) {message}"
     print(f"kdedge: error: {message}", file=sys.stderr)
     raise typer.Exit(code)
 
@@ -112,6 +116,8 @@ def user_errors(fn: Callable) -> Callable:
             fail(exc.message, exc.exit_code)
         except KeyboardInterrupt as exc:
             _mark_stopped("interrupted", "interrupted (Ctrl-C)")
+            if not is_main_process():  # every data-parallel rank was interrupted: rank 0 says what was kept
+                raise typer.Exit(EXIT_INTERRUPTED)
             fail(interrupted_message(exc, resumable), EXIT_INTERRUPTED)
         except OSError as exc:
             message = os_error_message(exc)
@@ -158,6 +164,7 @@ def os_error_message(exc: OSError) -> str | None:
 
 def _mark_stopped(status: str, why: str) -> None:
     """Best effort: the stages this command left "running" say it stopped (a full disk may refuse even this)."""
+    write_role().stop_waiting()  # a data-parallel rank that failed must not wait for the others
     if not _open_run:
         return
     from kdedge.run import RunDir
@@ -187,7 +194,8 @@ def stage_context(device: str | None, threads: int | None):
         torch.set_num_threads(threads)
     data_env = os.environ.get("KDEDGE_DATA")
     roots = tuple(Path(p) for p in data_env.split(os.pathsep) if p) if data_env else ()
-    return StageContext(console=Console(), data_roots=roots, device_override=device)
+    # in a data-parallel run only rank 0 prints (the others run the same pipeline silently)
+    return StageContext(console=Console() if is_main_process() else None, data_roots=roots, device_override=device)
 
 
 def open_recipe_run(recipe, recipe_file: Path, device: str | None, threads: int | None, force: bool):

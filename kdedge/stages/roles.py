@@ -27,7 +27,7 @@ from kdedge.recipe import RoleConfig
 from kdedge.run import RunDir
 from kdedge.stages.context import StageContext
 from kdedge.stages.data import PreparedData
-from kdedge.train import StepFn, fit
+from kdedge.train import StepFn, distributed, fit
 from kdedge.train.loop import read_resume_state
 
 # Builds the step for a freshly initialised model; may also return trainable helper modules
@@ -76,8 +76,10 @@ def train_role(job: RoleJob, *, run: RunDir, data: PreparedData, ctx: StageConte
     model = spec.build()
     if job.prepare_model is not None:
         model = job.prepare_model(model)
-    step, helpers = job.make_step(model)
     cfg = job.config.train
+    # in a multi-process run the step calls the model through DDP (the same model otherwise)
+    step, helpers = job.make_step(distributed.wrap_for_training(model, device, channels_last=cfg.channels_last,
+                                                                  sync_bn=cfg.sync_bn, field=f"{job.role}.train.sync_bn"))
     ctx.print(f"[cyan]{job.stage}[/]: {spec.name} ({parameter_count(model):,} parameters), "
               f"{len(job.training.train)} training images, {cfg.epochs} epochs on {device}")
     t0 = time.perf_counter()
@@ -87,7 +89,9 @@ def train_role(job: RoleJob, *, run: RunDir, data: PreparedData, ctx: StageConte
     summary = {"status": "complete", "model": spec.name, "parameters": parameter_count(model),
                "epochs": cfg.epochs, "train_images": len(job.training.train),
                "train_time_s": result.train_time_s, "wall_time_s": time.perf_counter() - t0,
-               "resumed_from_epoch": result.resumed_from_epoch, "device": str(device), **job.record_extra,
+               "resumed_from_epoch": result.resumed_from_epoch, "device": str(device),
+               "precision": result.precision, "compiled": result.compiled,
+               **({"data_parallel": result.data_parallel} if result.data_parallel else {}), **job.record_extra,
                **split_reports(model, data, cfg.eval_batch_size, device)}
     job.save(out_dir / MODEL_FILE, model, spec)
     # checked before every later load (a changed file is named); the fingerprint decides reuse

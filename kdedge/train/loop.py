@@ -26,7 +26,10 @@ from kdedge.layout import CHECKPOINT_FILE
 from kdedge.metrics import accuracy, nll
 from kdedge.recipe import TrainConfig
 from kdedge.train.batches import AugmentSpec, prepare_batch
+from kdedge.train import distributed
 from kdedge.train.checkpoint import load_checkpoint, save_checkpoint
+from kdedge.train.precision import (autocast, backward_step, compile_model, make_scaler, precision_note,
+                                    resolve_precision, set_determinism)
 from kdedge.train.schedule import learning_rate
 from kdedge.train.steps import StepFn
 
@@ -37,6 +40,9 @@ _PROGRESS_EVERY = 10  # batches between progress refreshes (each one syncs the d
 class FitResult:
     history: list[dict[str, Any]] = field(default_factory=list)
     resumed_from_epoch: int = 0
+    precision: str = "fp32"  # what it trained in (train.precision resolved for the device)
+    compiled: bool = False   # trained through torch.compile
+    data_parallel: dict[str, Any] | None = None  # world size and every rank's weight digest (multi-process)
 
     @property
     def train_time_s(self) -> float:
@@ -93,12 +99,22 @@ def fit(model: nn.Module, step: StepFn, *, data: TrainingData, cfg: TrainConfig,
     if channels_last:
         model.to(memory_format=torch.channels_last)
     optimizer = make_optimizer(model, cfg)
+    precision = resolve_precision(cfg.precision, device, field=f"{label}.train.precision")
+    set_determinism(device, cfg.deterministic)
+    scaler = make_scaler(precision, device)  # fp16 only
+    if cfg.compile:
+        compile_model(model, device, field=f"{label}.train.compile")
+    if console and precision_note(precision, device):
+        console.print(f"[yellow]warning[/]: {label}.train.precision: {precision_note(precision, device)}")
     if extra_modules is not None:
         extra_modules.to(device)
         optimizer.add_param_group({"params": list(extra_modules.parameters()),
                                    "weight_decay": cfg.optimizer.weight_decay})
 
-    result = FitResult()
+    if cfg.batch_size < distributed.world():
+        raise KdedgeError(f"{label}.train.batch_size: {cfg.batch_size} is the global batch and cannot be split "
+                          f"over {distributed.world()} processes; raise it to at least {distributed.world()}")
+    result = FitResult(precision=precision, compiled=cfg.compile)
     start_epoch = 0
     ckpt_path = out_dir / CHECKPOINT_FILE
     if resume_state is not None:
@@ -107,11 +123,16 @@ def fit(model: nn.Module, step: StepFn, *, data: TrainingData, cfg: TrainConfig,
         if extra_modules is not None:
             extra_modules.load_state_dict(state["extra"])
         optimizer.load_state_dict(state["optimizer"])
+        if scaler is not None and state.get("scaler"):
+            scaler.load_state_dict(state["scaler"])  # the loss scale it had reached, so steps match
         result.history = list(state["history"])
         start_epoch = result.resumed_from_epoch = int(state["epoch"])
         if console:
             console.print(f"[cyan]{shown}[/]: resuming after epoch {start_epoch}/{cfg.epochs}")
             was = (state.get("device"), state.get("threads"))
+            if state.get("precision", "fp32") != precision:
+                console.print(f"[yellow]warning[/]: the checkpoint was trained in {state.get('precision', 'fp32')}, "
+                              f"this run trains in {precision}: the result will not be bitwise identical")
             if was != (str(device), torch.get_num_threads()):
                 console.print(f"[yellow]warning[/]: the checkpoint was written on {was[0]} with {was[1]} threads, "
                               f"this run uses {device} with {torch.get_num_threads()}: the result will not be "
@@ -135,7 +156,9 @@ def fit(model: nn.Module, step: StepFn, *, data: TrainingData, cfg: TrainConfig,
                 record = _train_epoch(
                     model, step, optimizer, data.train, mean, std, cfg=cfg, epoch=epoch, seed=seed,
                     bounds=bounds, augmentation=augmentation, channels_last=channels_last,
-                    progress=progress, task=task, label=label)
+                    progress=progress, task=task, label=label, precision=precision, scaler=scaler,
+                    extra_modules=extra_modules)
+                distributed.broadcast_buffers(model, extra_modules)  # rank 0's BatchNorm statistics everywhere
                 if (epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs:
                     record.update(_evaluate(model, data, cfg, device))
                 result.history.append(record)
@@ -143,7 +166,8 @@ def fit(model: nn.Module, step: StepFn, *, data: TrainingData, cfg: TrainConfig,
                     "epoch": epoch + 1, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                     "history": result.history, "fingerprint": fingerprint,
                     "extra": extra_modules.state_dict() if extra_modules is not None else {},
-                    "device": str(device), "threads": torch.get_num_threads()})
+                    "device": str(device), "threads": torch.get_num_threads(), "precision": precision,
+                    "scaler": scaler.state_dict() if scaler is not None else {}})
                 checkpointed = epoch + 1
                 if console:
                     console.print(_epoch_line(shown, record, cfg.epochs))
@@ -153,6 +177,8 @@ def fit(model: nn.Module, step: StepFn, *, data: TrainingData, cfg: TrainConfig,
         # (the signal may land between a checkpoint's rename and `checkpointed` being updated: ask the file)
         exc.stage, exc.epochs_done, exc.epochs = shown, max(checkpointed, _saved_epoch(ckpt_path)), cfg.epochs
         raise
+    digests = distributed.rank_digests(model)  # raises if the ranks diverged
+    result.data_parallel = digests.record() if digests else None
     model.eval()
     return result
 
@@ -167,11 +193,15 @@ def _saved_epoch(path: Path) -> int:
 
 def _train_epoch(model, step, optimizer, train: ImageData, mean, std, *, cfg: TrainConfig, epoch: int,
                  seed: int, bounds: list[tuple[int, int]], augmentation, channels_last: bool, progress, task,
-                 label: str) -> dict:
+                 label: str, precision: str = "fp32", scaler=None, extra_modules=None) -> dict:
     model.train()  # (extra modules stay in whatever mode they are; adapters have no dropout/BN)
+    # every rank draws the same global order and trains on its slice of each global batch; augmentation
+    # and dropout differ per rank (rank 0 of a multi-process run draws exactly what one process draws)
+    world, rank = distributed.world(), distributed.rank()
     order_gen = torch.Generator().manual_seed(epoch_seed(seed, epoch, 0))
-    aug_gen = torch.Generator().manual_seed(epoch_seed(seed, epoch, 1))
-    torch.manual_seed(epoch_seed(seed, epoch, 2))  # dropout masks (global RNG, all devices)
+    aug_gen = torch.Generator().manual_seed(epoch_seed(seed, epoch, 1) + rank)
+    torch.manual_seed(epoch_seed(seed, epoch, 2) + rank)  # dropout masks (global RNG, all devices)
+    average_extra = (lambda: distributed.average_gradients(extra_modules)) if world > 1 and extra_modules else None
     perm = torch.randperm(len(train), generator=order_gen)
     device = mean.device
     loss_sum = torch.zeros((), device=device, dtype=torch.float64)
@@ -182,6 +212,11 @@ def _train_epoch(model, step, optimizer, train: ImageData, mean, std, *, cfg: Tr
     steps_per_epoch = len(bounds)
     for i, (start, end) in enumerate(bounds):
         idx = perm[start:end]
+        share = 1.0
+        if world > 1:  # DDP averages over ranks: weigh each slice by its size so the step is the global mean
+            lo, hi = distributed.local_slice(len(idx))
+            share = (hi - lo) * world / len(idx)
+            idx = idx[lo:hi]
         batch = train.images[idx]
         if device.type == "cuda":  # page-locked, so the copy to the device overlaps the step
             batch = batch.pin_memory()
@@ -191,16 +226,16 @@ def _train_epoch(model, step, optimizer, train: ImageData, mean, std, *, cfg: Tr
         lr = learning_rate(epoch * steps_per_epoch + i, steps_per_epoch, cfg.epochs, cfg.optimizer, cfg.schedule)
         for group in optimizer.param_groups:
             group["lr"] = lr
-        loss, logits = step(x, y, idx)
+        with autocast(precision, device):  # the forward and its loss; backward runs outside autocast
+            loss, logits = step(x, y, idx)
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        backward_step(loss if share == 1.0 else loss * share, optimizer, scaler, after_backward=average_extra)
         with torch.no_grad():
             loss_sum += loss.detach().double() * len(idx)
             correct += (logits.argmax(1) == y).sum()
         seen += len(idx)
         if (i + 1) % _PROGRESS_EVERY == 0 or i + 1 == steps_per_epoch:
-            if not torch.isfinite(loss_sum):
+            if not torch.isfinite(distributed.all_reduce_sum(loss_sum)):  # every rank stops together
                 raise KdedgeError(
                     f"{label}: training diverged (loss is not finite) in epoch {epoch + 1}, step {i + 1}; "
                     f"lower {label}.train.optimizer.lr (now {cfg.optimizer.lr}) or add schedule.warmup_epochs")
@@ -208,6 +243,9 @@ def _train_epoch(model, step, optimizer, train: ImageData, mean, std, *, cfg: Tr
             progress.update(task, completed=i + 1,
                             stats=f"loss {loss_sum.item() / seen:.4f}  acc {correct.item() / seen:.4f}  {rate:,.0f} img/s")
     elapsed = time.perf_counter() - t0
+    if world > 1:  # the epoch's figures over the whole global batch, the same on every rank
+        loss_sum, correct = distributed.all_reduce_sum(loss_sum), distributed.all_reduce_sum(correct)
+        seen = int(distributed.all_reduce_sum(torch.tensor(seen)).item())
     return {"epoch": epoch + 1, "lr": lr, "train_loss": loss_sum.item() / seen,
             "train_accuracy": correct.item() / seen, "epoch_time_s": elapsed,
             "train_images_per_s": seen / elapsed}
