@@ -21,15 +21,18 @@ from kdedge.recipe import Recipe
 from kdedge.run import PlannedRun
 from kdedge.stages.context import StageContext
 from kdedge.stages.data import check_same_data, prepare_data
-from kdedge.stages.experiments import ExperimentInputs, run_chain, run_sweep, run_symmetry
+from kdedge.stages.experiments import ExperimentInputs, run_chain, run_symmetry
 from kdedge.stages.quant import train_qat_student
+from kdedge.stages.sweep import run_sweep
 from kdedge.stages.students import (build_transfer_set, distill_student, kd_terms, teacher_temperature,
                                     train_baseline, transfer_subset)
 from kdedge.stages.teacher import train_teacher
 
 
-def distill(recipe: Recipe, planned: PlannedRun, ctx: StageContext, *, resume: bool = False) -> dict[str, Any]:
-    """Run the whole chain for a recipe with a distill: section; returns the manifest's stage records."""
+def distill(recipe: Recipe, planned: PlannedRun, ctx: StageContext, *, resume: bool = False,
+            trials: Any = None) -> dict[str, Any]:
+    """Run the whole chain for a recipe with a distill: section; returns the manifest's stage records.
+    `trials` is the backend that runs the sweep's points (kdedge.trials; None = one after another here)."""
     if recipe.distill is None or recipe.student is None:
         raise KdedgeError(f"recipe {recipe.name!r} has no distill: and student: sections; "
                           "add them (see recipes/demo.yaml) or use `kdedge train`")
@@ -61,7 +64,8 @@ def distill(recipe: Recipe, planned: PlannedRun, ctx: StageContext, *, resume: b
         run.update_manifest(recipe=recipe.to_dict())  # the experiment sections in force for these results
     if recipe.sweep or recipe.chain or recipe.symmetry:
         inputs = ExperimentInputs(recipe=recipe, run=run, ctx=ctx, data=data, teacher=teacher,
-                                  temperature=temperature, device=device, resume=resume)
+                                  temperature=temperature, device=device, resume=resume, trials=trials,
+                                  pipeline=distill)
         if recipe.chain:
             run_chain(inputs, transfer)
         if recipe.symmetry:

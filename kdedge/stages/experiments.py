@@ -1,4 +1,5 @@
-"""Seed 001's experiments on top of a distilled run: sweeps, student ensembles, chains, symmetry.
+"""Seed 001's experiments on top of a distilled run: student ensembles, MC dropout, chains, symmetry
+(the sweep, whose points are trials of their own, is stages/sweep.py and uses the first two).
 
 Each lives in its own sub-directory of the run and reuses the run's teacher; each writes a JSON report
 for machines, a Markdown table and a PNG for people.
@@ -9,7 +10,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from rich.markup import escape
@@ -18,18 +19,17 @@ from torch import nn
 from kdedge.inference import predict_logits
 from kdedge.inputs import normalise
 from kdedge.io import write_json, write_text
-from kdedge.layout import BASELINE, STUDENT, TEACHER
+from kdedge.layout import STUDENT, TEACHER
 from kdedge.markdown import markdown_table
 from kdedge.metrics import CalibrationBins
 from kdedge.metrics.ensemble import best_k_accuracies, majority_vote, mean_probability_vote
 from kdedge.stage_model import load_stage_model
 from kdedge.plots import line_plot, reliability_diagram
-from kdedge.recipe import Recipe, sweep_point
+from kdedge.recipe import Recipe
 from kdedge.run import RunDir
 from kdedge.stages.context import StageContext
 from kdedge.stages.data import PreparedData
-from kdedge.stages.students import (TransferSet, build_transfer_set, distill_student, kd_terms, train_baseline,
-                                    transfer_subset)
+from kdedge.stages.students import TransferSet, distill_student, kd_terms
 from kdedge.uncertainty.compare import compare_mc_dropout
 
 
@@ -45,6 +45,17 @@ class ExperimentInputs:
     temperature: float | None
     device: torch.device
     resume: bool
+    trials: Any = None                           # the sweep's trials backend (kdedge.trials); None = local
+    pipeline: Callable[..., Any] | None = None   # the stage that runs one sweep point's recipe (distill)
+
+
+@dataclass(frozen=True)
+class Member:
+    """A model of an ensemble or MC-dropout comparison: a stage of a run (a sweep point's own run)."""
+
+    run: RunDir
+    stage: str
+    path: str  # where it is, relative to the run the report belongs to (sweep/<field>/<value>/student)
 
 
 def slug(value: Any) -> str:
@@ -63,81 +74,27 @@ def _record(inputs: ExperimentInputs, stage: str) -> dict[str, Any]:
     return inputs.run.read_manifest()["stages"][stage]
 
 
-def _write_report(directory: Path, name: str, payload: dict, columns: list[str], rows: list[list], title: str) -> None:
+def write_report(directory: Path, name: str, payload: dict, columns: list[str], rows: list[list], title: str) -> None:
     write_json(directory / f"{name}.json", payload)
     write_text(directory / f"{name}.md", f"# {title}\n\n" + markdown_table(columns, rows))
-
-
-# ----------------------------------------------------------------------------------------------- sweep
-
-
-def run_sweep(inputs: ExperimentInputs) -> dict[str, Any]:
-    recipe, run, ctx = inputs.recipe, inputs.run, inputs.ctx
-    field = recipe.sweep.set
-    base = f"sweep/{slug(field)}"
-    # KD-only fields leave the baseline as it is; student or transfer-set fields need one per point.
-    shared_baseline = field.startswith("distill.losses") or field == "distill.cache_teacher"
-    teacher_acc = _record(inputs, TEACHER)["test"]["accuracy"]
-    rows, students = [], []
-    for value in recipe.sweep.values:
-        point = sweep_point(recipe, value)
-        stage = f"{base}/{slug(value)}"
-        ctx.print(f"[bold cyan]sweep[/] {escape(field)} = {escape(repr(value))}")
-        transfer = build_transfer_set(point, inputs.data, transfer_subset(point, inputs.data), inputs.teacher,
-                                      inputs.device)
-        student = distill_student(point, run, ctx, data=inputs.data, transfer=transfer, teacher=inputs.teacher,
-                                  terms=kd_terms(point, inputs.temperature), student=point.student,
-                                  stage=f"{stage}/student", device=inputs.device, resume=inputs.resume,
-                                  temperature=inputs.temperature)
-        students.append(f"{stage}/student")
-        if not point.distill.baseline:
-            baseline = None
-        elif shared_baseline:
-            baseline = _record(inputs, BASELINE)
-        else:
-            baseline = train_baseline(point, run, ctx, data=inputs.data, transfer=transfer, student=point.student,
-                                      stage=f"{stage}/baseline", device=inputs.device, resume=inputs.resume)
-        rows.append({"value": value, "student": student["test"], "baseline": baseline["test"] if baseline else None,
-                     "student_parameters": student["parameters"], "train_time_s": student["train_time_s"]})
-
-    out_dir = run.root / base
-    payload = {"field": field, "teacher_test_accuracy": teacher_acc, "points": rows}
-    _write_report(out_dir, "sweep", payload,
-                  ["value", "KD acc", "KD NLL", "KD ECE", "baseline acc", "params"],
-                  [[point_label(r["value"]), r["student"]["accuracy"], r["student"]["nll"], r["student"]["ece"],
-                    r["baseline"]["accuracy"] if r["baseline"] else "—", r["student_parameters"]] for r in rows],
-                  f"Sweep of {field} ({recipe.name})")
-    values = [r["value"] for r in rows]
-    series = {"KD student": (values, [r["student"]["accuracy"] for r in rows])}
-    if all(r["baseline"] for r in rows):
-        series["no-KD baseline"] = (values, [r["baseline"]["accuracy"] for r in rows])
-    line_plot(series, out_dir / "sweep.png", title=f"{recipe.name}: test accuracy vs {field}",
-              xlabel=field, ylabel="test accuracy", hlines={"teacher": teacher_acc})
-    ctx.print(f"[green]sweep[/]: {len(rows)} students -> {escape(str(out_dir / 'sweep.md'))}")
-    if recipe.sweep.ensemble:
-        payload["ensemble"] = run_ensemble(inputs, students, out_dir)
-    if recipe.sweep.mc_dropout:
-        labels = [point_label(r["value"]) for r in rows]
-        payload["uncertainty"] = run_uncertainty(inputs, dict(zip(labels, students)), out_dir)
-    return payload
 
 
 # ---------------------------------------------------------------------------------------- uncertainty
 
 
-def run_uncertainty(inputs: ExperimentInputs, stages: dict[str, str], out_dir: Path) -> dict[str, Any]:
+def run_uncertainty(inputs: ExperimentInputs, members: dict[str, Member], out_dir: Path) -> dict[str, Any]:
     """Seed 000: MC dropout on the teacher and each student (N passes, test split), MC accuracy, ECE
     and mean entropy, each student's MUPE against the teacher, and the MC reliability curves overlaid."""
     recipe, training = inputs.recipe, inputs.data.training
     models: dict[str, nn.Module] = {"teacher": inputs.teacher}
     parameters = {"teacher": _record(inputs, TEACHER)["parameters"]}
-    for label, stage in stages.items():
-        models[label], _ = load_stage_model(inputs.run, stage, fix="rerun `kdedge distill` to rebuild it")
-        parameters[label] = _record(inputs, stage)["parameters"]
+    for label, member in members.items():
+        models[label], _ = load_stage_model(member.run, member.stage, fix="rerun `kdedge sweep` to rebuild it")
+        parameters[label] = member.run.stage_record(member.stage)["parameters"]
     x = torch.from_numpy(normalise(training.test.images.numpy(), training.stats))
     result = compare_mc_dropout(models, x, training.test.labels, samples=recipe.sweep.mc_dropout, seed=recipe.seed,
                                 device=inputs.device, masks=recipe.sweep.mupe_masks, log=inputs.ctx.print)
-    result["stages"] = stages
+    result["stages"] = {label: member.path for label, member in members.items()}
     result["parameters"] = parameters
     rows = []
     for name, entry in result["models"].items():
@@ -148,7 +105,7 @@ def run_uncertainty(inputs: ExperimentInputs, stages: dict[str, str], out_dir: P
         else:
             rows.append([name, parameters[name], "no dropout", "—", "—",
                          f"{mupe['value']:.5f} (deterministic)" if mupe else "—"])
-    _write_report(out_dir, "uncertainty", result, ["model", "params", "MC acc", "MC ECE", "mean entropy", "MUPE"],
+    write_report(out_dir, "uncertainty", result, ["model", "params", "MC acc", "MC ECE", "mean entropy", "MUPE"],
                   rows, f"MC dropout ({recipe.sweep.mc_dropout} passes, {result['masks']} masks: "
                         f"{result['masks_note']}): teacher vs the sweep's students")
     curves = {name: CalibrationBins.from_dict(e["bins"]) for name, e in result["models"].items() if e["applicable"]}
@@ -162,12 +119,12 @@ def run_uncertainty(inputs: ExperimentInputs, stages: dict[str, str], out_dir: P
 # -------------------------------------------------------------------------------------------- ensemble
 
 
-def run_ensemble(inputs: ExperimentInputs, stages: list[str], out_dir: Path) -> dict[str, Any]:
+def run_ensemble(inputs: ExperimentInputs, members: list[Member], out_dir: Path) -> dict[str, Any]:
     """Majority and mean-probability votes of the given students, and best-k ensembles (k = 1..N)."""
     training = inputs.data.training
     val_probs, test_probs = [], []
-    for stage in stages:
-        model, _ = load_stage_model(inputs.run, stage, fix="rerun `kdedge distill` to rebuild it")
+    for member in members:
+        model, _ = load_stage_model(member.run, member.stage, fix="rerun `kdedge sweep` to rebuild it")
         model.to(inputs.device)
         batch = inputs.recipe.student.train.eval_batch_size
         val_probs.append(predict_logits(model, training.val, training.stats, batch_size=batch,
@@ -177,6 +134,7 @@ def run_ensemble(inputs: ExperimentInputs, stages: list[str], out_dir: Path) -> 
     labels = training.test.labels
     best_k = best_k_accuracies(val_probs, training.val.labels, test_probs, labels)
     singles = [(p.argmax(1) == labels).double().mean().item() for p in test_probs]
+    stages = [member.path for member in members]
     payload = {
         "members": stages, "member_test_accuracy": singles,
         "all_majority": (majority_vote(test_probs) == labels).double().mean().item(),
@@ -184,7 +142,7 @@ def run_ensemble(inputs: ExperimentInputs, stages: list[str], out_dir: Path) -> 
         "best_k": [{**row, "members": [stages[i] for i in row["members"]]} for row in best_k],
         "ranking": "members ranked by validation accuracy; test accuracy reported",
     }
-    _write_report(out_dir, "ensemble", payload, ["k", "majority vote acc", "mean-probability acc"],
+    write_report(out_dir, "ensemble", payload, ["k", "majority vote acc", "mean-probability acc"],
                   [[r["k"], r["majority"], r["mean_probability"]] for r in best_k],
                   f"Ensembles of the {len(stages)} sweep students (best-k by validation accuracy)")
     ks = [r["k"] for r in best_k]
@@ -225,7 +183,7 @@ def run_chain(inputs: ExperimentInputs, transfer: TransferSet) -> dict[str, Any]
     rows += [[f"chain: {h['name']}", h["model"], h["parameters"], h["test"]["accuracy"]] for h in hops]
     rows += [["direct: teacher -> student", direct["model"], direct["parameters"], direct["test"]["accuracy"]]]
     out_dir = run.root / "chain"
-    _write_report(out_dir, "chain", payload, ["model", "architecture", "params", "test acc"], rows,
+    write_report(out_dir, "chain", payload, ["model", "architecture", "params", "test acc"], rows,
                   f"Teacher assistant chain {' -> '.join(recipe.chain)} vs direct distillation")
     line_plot({"chain": (["teacher", *[h["name"] for h in hops]],
                          [teacher["test"]["accuracy"], *[h["test"]["accuracy"] for h in hops]])},
@@ -253,7 +211,7 @@ def run_symmetry(inputs: ExperimentInputs, transfer: TransferSet) -> dict[str, A
             ["student (from teacher)", direct["model"], direct["test"]["accuracy"]],
             ["teacher copy (from student)", record["model"], record["test"]["accuracy"]]]
     out_dir = run.root / "symmetry"
-    _write_report(out_dir, "symmetry", payload, ["model", "architecture", "test acc"], rows,
+    write_report(out_dir, "symmetry", payload, ["model", "architecture", "test acc"], rows,
                   "Symmetry: distilling the student back into the teacher's architecture")
     line_plot({"test accuracy": ([r[0] for r in rows], [r[2] for r in rows])}, out_dir / "symmetry.png",
               title="symmetry of distillation", xlabel="model", ylabel="test accuracy")

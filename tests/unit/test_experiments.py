@@ -30,9 +30,11 @@ def test_temperature_sweep_with_ensembles(tmp_path: Path):
     run, stages = _run(raw, tmp_path)
     report = _assert_report(run / "sweep" / "distill.losses_0.temperature", "sweep")
     assert [p["value"] for p in report["points"]] == [1.0, 4.0, 16.0]
-    for value in ("1.0", "4.0", "16.0"):
-        record = stages[f"sweep/distill.losses_0.temperature/{value}/student"]
-        assert record["kd"]["losses"][0]["temperature"] == float(value)
+    for value in ("1.0", "4.0", "16.0"):  # each point is a run of its own, with the run's teacher imported
+        point = json.loads((run / "sweep" / "distill.losses_0.temperature" / value / "manifest.json").read_text())
+        assert point["stages"]["student"]["kd"]["losses"][0]["temperature"] == float(value)
+        assert point["stages"]["teacher"]["test"] == stages["teacher"]["test"]
+        assert "baseline" not in point["stages"]
     # KD-only field: all points share the run's one baseline
     assert {p["baseline"]["accuracy"] for p in report["points"]} == {stages["baseline"]["test"]["accuracy"]}
     ensemble = _assert_report(run / "sweep" / "distill.losses_0.temperature", "ensemble")
@@ -46,7 +48,9 @@ def test_width_sweep_trains_a_baseline_per_point(tmp_path: Path):
     report = _assert_report(run / "sweep" / "student.model.widths", "sweep")
     params = [p["student_parameters"] for p in report["points"]]
     assert params[0] < params[1]
-    assert "sweep/student.model.widths/8/baseline" in stages and "sweep/student.model.widths/32/baseline" in stages
+    for value in ("8", "32"):
+        point = json.loads((run / "sweep" / "student.model.widths" / value / "manifest.json").read_text())
+        assert point["stages"]["baseline"]["status"] == "complete"
 
 
 
