@@ -18,6 +18,10 @@ def export(
     run_dir: Annotated[Path, typer.Argument(metavar="RUN", help="Run directory made by `kdedge distill`.")],
     int8: Annotated[bool, typer.Option("--int8", help="fp32 ONNX + ONNX Runtime INT8 + TensorRT-form INT8 "
                                                       "(the last where nvidia-modelopt is installed).")] = False,
+    mc_dropout: Annotated[Optional[int], typer.Option("--mc-dropout", metavar="N", help="MC dropout inside the "
+                                                      "model: model.mc.onnx (N samples per call -> mean probabilities, "
+                                                      "entropy, variance) and its INT8 forms; models with dropout "
+                                                      "only.")] = None,
     format_: Annotated[Optional[list[str]], typer.Option("--format", "-f", help="Formats to write (repeat or "
                                                          "comma-separate); `kdedge list formats` shows them.")] = None,
     models: Annotated[Optional[str], typer.Option("--models", help="Comma list: teacher,student,baseline,"
@@ -42,7 +46,8 @@ def export(
     threads: ThreadsOpt = None,
 ) -> None:
     """Export the run's models: fp32 ONNX, INT8 for ONNX Runtime and TensorRT, TensorRT engines."""
-    from kdedge.export.formats import int8_default, parse_formats
+    from kdedge.export.formats import MC_DEFAULT, int8_default, parse_formats
+    from kdedge.export.onnx_mc import DEFAULT_SAMPLES, check_samples
     from kdedge.export.parity import ParityThresholds
     from kdedge.stages.export import ExportOptions, ExportRefusals, export_run
 
@@ -51,6 +56,9 @@ def export(
     if int8:
         # escaped: the install hint `pip install 'kdedge[modelopt]'` is not rich markup
         requested += int8_default(lambda why: ctx.print(f"[yellow]note[/]: {escape(why)}"))
+    if mc_dropout is not None:
+        check_samples(mc_dropout)
+        requested += int8_default(lambda why: ctx.print(f"[yellow]note[/]: {escape(why)}"), MC_DEFAULT)
     formats = parse_formats(requested or ["onnx"])
     settings = export_settings(run_dir, min_agreement=min_agreement, max_accuracy_drop=max_drop,
                                calib_images=calib_images, calib_method=calib_method, max_fp32_layers=max_fp32_layers)
@@ -59,7 +67,8 @@ def export(
         calib_images=settings.calib_images, calib_method=settings.calib_method,
         quantization=quantization,
         thresholds=ParityThresholds(settings.min_agreement, settings.max_accuracy_drop),
-        allow_drop=allow_drop, force=force, max_fp32_layers=settings.max_fp32_layers)
+        allow_drop=allow_drop, force=force, max_fp32_layers=settings.max_fp32_layers,
+        mc_samples=DEFAULT_SAMPLES if mc_dropout is None else mc_dropout)
     try:
         exports = export_run(run_dir, ctx, options)
     except ExportRefusals as exc:  # what passed is recorded: show it, then the refusals (exit 2)

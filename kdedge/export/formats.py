@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from kdedge.errors import KdedgeError
-from kdedge.export import engine, onnx_fp32, ort_int8, trt_qdq
+from kdedge.export import engine, mc_formats, onnx_fp32, ort_int8, trt_qdq
 from kdedge.export.job import ExportJob, ExportOptions
 from kdedge.extras import MODELOPT, TENSORRT, Requirement
 
@@ -32,6 +32,8 @@ class ExportFormat:
     # most sensitive first; None: the format has no layers of its own to keep (an engine inherits its source's)
     rank_layers: Callable[..., list[Any]] | None = None   # (job, tick=(done, total) -> None)
     cpu_timed: bool = False        # ONNX Runtime on the CPU is its runtime: the fallback's speed cost is timed
+    # why the format cannot be made of this torch model (the MC formats need an active nn.Dropout), or None
+    not_applicable: Callable[[Any], str | None] | None = None
 
     def unmet(self) -> str | None:
         """Why this machine cannot make the format (the first requirement missing), or None."""
@@ -53,12 +55,26 @@ FORMATS: dict[str, ExportFormat] = {f.name: f for f in (
                  "serialized TensorRT engine from the onnx-int8-trt model; build it on the target device",
                  produce=engine.produce, settings=engine.settings, needs=(TENSORRT, engine.CUDA_GPU),
                  built_from="onnx-int8-trt", needs_modules=True),
+    ExportFormat("onnx-mc", ".mc.onnx", "onnxruntime (CPU, CUDA), TensorRT", True,
+                 "MC dropout in the graph (--mc-dropout N): mean probabilities, entropy, variance in one call",
+                 produce=mc_formats.produce, settings=mc_formats.settings, needs_modules=True,
+                 not_applicable=mc_formats.not_applicable),
+    ExportFormat("onnx-mc-int8", ".mc.int8.onnx", "onnxruntime (CPU)", True,
+                 "the MC graph in ONNX Runtime INT8 (as onnx-int8; the MC statistics stay fp32)",
+                 produce=mc_formats.produce_int8, settings=mc_formats.settings_int8, built_from="onnx-mc",
+                 needs_modules=True, not_applicable=mc_formats.not_applicable),
+    ExportFormat("onnx-mc-int8-trt", ".mc.int8-trt.onnx", "TensorRT (explicit quantization)", True,
+                 "the MC graph with symmetric S8 Q/DQ for TensorRT (nvidia-modelopt)",
+                 produce=mc_formats.produce_trt, settings=mc_formats.settings_trt, needs=(MODELOPT,),
+                 built_from="onnx-mc", needs_modules=True, not_applicable=mc_formats.not_applicable),
 )}
 
 # INT8 parity is measured against this fp32 export, so asking for any INT8 format exports it too.
 REFERENCE = "onnx"
 # `kdedge export RUN --int8` asks for these (each only where this machine meets its needs).
 INT8_DEFAULT = ("onnx", "onnx-int8", "onnx-int8-trt")
+# `kdedge export RUN --mc-dropout N` asks for these (the same way).
+MC_DEFAULT = ("onnx-mc", "onnx-mc-int8", "onnx-mc-int8-trt")
 
 
 def parse_formats(names: list[str]) -> list[ExportFormat]:
@@ -82,16 +98,41 @@ def parse_formats(names: list[str]) -> list[ExportFormat]:
     return [f for name, f in FORMATS.items() if name in wanted]
 
 
-def int8_default(note: Callable[[str], None]) -> list[str]:
-    """What `--int8` asks for on this machine: INT8_DEFAULT less the formats it cannot make, each noted."""
+def int8_default(note: Callable[[str], None], names: tuple[str, ...] = INT8_DEFAULT) -> list[str]:
+    """What `--int8` (or `--mc-dropout`: names=MC_DEFAULT) asks for on this machine: `names` less the
+    formats it cannot make, each noted."""
     chosen = []
-    for name in INT8_DEFAULT:
+    for name in names:
         reason = FORMATS[name].unmet()
         if reason is None:
             chosen.append(name)
         else:
             note(f"{name} skipped: {reason}")
     return chosen
+
+
+def not_applicable_models(formats: list[ExportFormat], stages: list[str], load: Callable[[str], Any],
+                          named: list[str] | None) -> dict[tuple[str, str], str]:
+    """(format, model) -> why that format cannot be made of that model (the MC formats: no dropout), each
+    model loaded by `load`. An error, before any work, when the user named the model (`named`, --models)
+    or when none of the models can have the format."""
+    out: dict[tuple[str, str], str] = {}
+    models: dict[str, Any] = {}
+    for fmt in (f for f in formats if f.not_applicable is not None):
+        for stage in stages:
+            model = models[stage] = models[stage] if stage in models else load(stage)
+            if getattr(model, "foreign_kind", None):
+                continue  # no PyTorch layers: skipped by needs_modules, with its own note
+            why = fmt.not_applicable(model)
+            if why is not None and named is not None:
+                raise KdedgeError(f"{stage}: format {fmt.name}: {why}; export it without --mc-dropout, or "
+                                  "train it with dropout > 0 in its model spec")
+            if why is not None:
+                out[fmt.name, stage] = why
+        if stages and all((fmt.name, s) in out for s in stages):
+            raise KdedgeError(f"format {fmt.name}: no model of the run can have it ({out[fmt.name, stages[0]]}); "
+                              "give a model dropout > 0 in its model spec, or export without --mc-dropout")
+    return out
 
 
 def formats_table() -> list[list[str]]:

@@ -21,6 +21,9 @@ if TYPE_CHECKING:
 # A producer that measures its own artifact's logits (ONNX Runtime cannot run a TensorRT engine)
 # returns them under this key; they feed the parity gate and are not written to the manifest.
 LOGITS = "_logits"
+# ... and one whose gate compares with something other than the fp32 ONNX's logits (the MC formats: the fp32
+# MC model fed the same dropout masks) returns that reference under this key.
+REFERENCE_LOGITS = "_reference_logits"
 
 
 @dataclass(frozen=True)
@@ -35,6 +38,7 @@ class ExportOptions:
     force: bool = False
     engine_max_batch: int = 64
     max_fp32_layers: int = 3                        # INT8 fallback budget (kdedge/export/fallback.py); 0: off
+    mc_samples: int = 30                            # MC-dropout formats: samples N inside the graph (--mc-dropout)
 
     def settings(self, fmt: ExportFormat, *, own_scales: bool) -> dict[str, Any]:
         """What shapes the artifact: a recorded export with other settings is not reused. `own_scales`:

@@ -34,11 +34,13 @@ def _quiet_exporter():
         logger.setLevel(level)
 
 
-def export_onnx(model: nn.Module, sample: torch.Tensor, path: Path, *, exporter: str = "dynamo") -> None:
+def export_onnx(model: nn.Module, sample: torch.Tensor, path: Path, *, exporter: str = "dynamo",
+                output_names: tuple[str, ...] = (OUTPUT_NAME,)) -> None:
     """Write `model` (eval mode, CPU) to `path` with a dynamic batch dimension.
 
     dynamo is torch's current exporter; `torchscript` is kept for models it cannot trace yet
-    (nvidia-modelopt's fake-quant modules, whose Q/DQ nodes TensorRT reads)."""
+    (nvidia-modelopt's fake-quant modules, whose Q/DQ nodes TensorRT reads). A model with several outputs
+    names them in `output_names` (each with the batch as its first dimension)."""
     model = model.eval().cpu()
     sample = sample.cpu()
     if exporter == "dynamo":
@@ -51,14 +53,14 @@ def export_onnx(model: nn.Module, sample: torch.Tensor, path: Path, *, exporter:
     with _quiet_exporter(), torch.inference_mode(False), torch.no_grad():
         if exporter == "dynamo":
             torch.onnx.export(
-                model, (sample,), str(path), input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+                model, (sample,), str(path), input_names=[INPUT_NAME], output_names=list(output_names),
                 opset_version=OPSET, dynamo=True, external_data=False,
                 dynamic_shapes=({0: torch.export.Dim("batch")},))
         elif exporter == "torchscript":
             torch.onnx.export(
-                model, (sample,), str(path), input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+                model, (sample,), str(path), input_names=[INPUT_NAME], output_names=list(output_names),
                 opset_version=17, dynamo=False,
-                dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}})
+                dynamic_axes={INPUT_NAME: {0: "batch"}, **{name: {0: "batch"} for name in output_names}})
         else:
             raise ValueError(f"unknown exporter {exporter!r}")
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 QAT_STAGE = "student_qat"  # kdedge.layout.QAT_STUDENT (spelled here so this module imports nothing)
-FP32_FORMATS = ("onnx",)   # the formats that are not quantized: no route
+FP32_FORMATS = ("onnx", "onnx-mc")   # the formats that are not quantized: no route
 
 
 def fp32_layers(export: dict[str, Any] | None) -> list[str]:

@@ -4,6 +4,8 @@
                          model.int8.onnx      ONNX Runtime INT8 (checked against the fp32 ONNX: parity gate)
                          model.int8-trt.onnx  TensorRT-form INT8, symmetric Q/DQ (parity gate)
                          model.engine         TensorRT engine, built on this GPU (parity gate)
+                         model.mc.onnx        MC dropout in the graph (--mc-dropout N; .mc.int8.onnx,
+                                              .mc.int8-trt.onnx: INT8, gated against it with the same masks)
 
 What each format is, needs and records lives in its row of kdedge/export/formats.py; this stage only
 runs the rows. An artifact is written to a temp file, checked, renamed into place, and only then
@@ -28,8 +30,8 @@ from kdedge.data.int8_calibration import int8_calibration_images
 from kdedge.errors import KdedgeError
 from kdedge.export import metadata
 from kdedge.export.fallback import Fallback, held_out_images, refusal_line, run_fallback
-from kdedge.export.formats import FORMATS, ExportFormat
-from kdedge.export.job import LOGITS, ExportJob, ExportOptions
+from kdedge.export.formats import FORMATS, ExportFormat, not_applicable_models
+from kdedge.export.job import LOGITS, REFERENCE_LOGITS, ExportJob, ExportOptions
 from kdedge.export.ort_session import open_session, session_logits
 from kdedge.export.parity import Parity, gate_failures, parity
 from kdedge.inference import predict_logits
@@ -79,6 +81,7 @@ def _export_run(run: RunDir, ctx: StageContext, options: ExportOptions) -> dict[
     restore_dir(run.root / EXPORT_DIR)  # temp files a killed export left (we hold the lock: none is live)
     stages = _select_models(run, options.models)
     _preflight(options.formats)
+    not_applicable = not_applicable_models(options.formats, stages, lambda s: _load(run, s).fp32, options.models)
     recipe = run.recipe()
     data = prepare_data(recipe, ctx.data_roots)
     check_same_data(manifest.get("data"), data, run.manifest_path)
@@ -91,6 +94,9 @@ def _export_run(run: RunDir, ctx: StageContext, options: ExportOptions) -> dict[
         failed: set[str] = set()  # formats of this model refused: those built on them are not tried
         inputs = _load(run, stage)
         for fmt in options.formats:
+            if (fmt.name, stage) in not_applicable:
+                ctx.print(f"[yellow]{stage}[/] {fmt.name}: skipped: {not_applicable[fmt.name, stage]}")
+                continue
             if fmt.needs_modules and getattr(inputs.fp32, "foreign_kind", None):
                 ctx.print(f"[yellow]{stage}[/] {fmt.name}: skipped: it quantizes the model's PyTorch layers, and "
                           f"this teacher is {inputs.fp32.foreign_kind} (its onnx-int8 export is made)")
@@ -284,7 +290,7 @@ def _check(inputs: _ModelInputs, fmt: ExportFormat, tmp: Path, refs: _References
                               f"{result.max_abs_diff:.2e} > {FP32_TOLERANCE} on the test images; not kept "
                               "(please report this model to kdedge)")
         return result, []
-    reference = refs.fp32_onnx[inputs.stage]
+    reference = extra.pop(REFERENCE_LOGITS) if REFERENCE_LOGITS in extra else refs.fp32_onnx[inputs.stage]
     candidate = extra.pop(LOGITS) if LOGITS in extra else refs.onnx_logits(tmp)
     result = parity(reference, candidate, refs.labels)
     return result, gate_failures(result, options.thresholds)
