@@ -6,6 +6,8 @@ from pathlib import Path
 from typing import Any
 
 from kdedge.bench.jetson import TRT_DIR
+from kdedge.bench.mc_onnx import report_lines as mc_onnx_lines
+from kdedge.bench.ood import report_lines as ood_lines
 from kdedge.bench.report_decision import (TRADEOFF_PNG, UNSTABLE_MARK, caveat_lines, decision_lines, files_lines,
                                           label_of, route_lines, route_of, runtime_label, temperature_lines,
                                           write_tradeoff)
@@ -93,6 +95,8 @@ def write_markdown(report: dict[str, Any], out_dir: Path) -> Path:
                       ""]
         if any(m["applicable"] for m in unc["models"].values()):
             lines += ["![MC reliability](reliability_mc.png)", ""]
+    lines += mc_onnx_lines(report)
+    lines += ood_lines(report)
     lines += files_lines(report)
     path = out_dir / "report.md"
     write_text(path, "\n".join(lines) + "\n")

@@ -56,6 +56,9 @@ def bench(
                                                   "and for the bench on --host.")] = 3600.0,
     test_data: Annotated[Optional[Path], typer.Option("--test-data", help="Bench on this test-split file instead "
                                                       "of the dataset (what --host sends to the device).")] = None,
+    ood: Annotated[Optional[str], typer.Option("--ood", help="Out-of-distribution evidence: AUROC of entropy and "
+                                               "max-probability, test split vs this dataset (e.g. mnist_5k, digits) "
+                                               "or image folder, converted to the model's input.")] = None,
 ) -> None:
     """Accuracy, NLL, ECE/MCE, size, MACs, latency and teacher/student ratios of every model and runtime."""
     from kdedge.bench.report import terminal_table
@@ -67,11 +70,17 @@ def bench(
         _check_local_device(device)
     elif test_data is not None:
         raise KdedgeError("--test-data is for the bench that --host starts on the device; give one or the other")
+    elif ood is not None:
+        raise KdedgeError("--ood is measured here, not over --host; run `kdedge bench RUN --ood ...` without --host")
+    if ood is not None:
+        from kdedge.bench.ood import check_ood_spec
+
+        check_ood_spec(ood)  # a bad value fails before minutes of measuring
     ctx = stage_context(None, threads)
     if as_json:
         ctx = dataclasses.replace(ctx, console=Console(stderr=True))  # stdout carries only the JSON
     options = BenchOptions(device=device, runtimes=runtime, batch=batch, runs=runs, threads=threads,
-                           mc_samples=mc_samples, mupe_masks=mupe_masks, test_data=test_data, limits=limits,
+                           mc_samples=mc_samples, mupe_masks=mupe_masks, test_data=test_data, limits=limits, ood=ood,
                            models=[m.strip() for m in models.split(",") if m.strip()] if models else None)
     if host is not None:
         from kdedge.remote.bench_job import RemoteOptions, bench_remote, parse_remote_kdedge, ssh_options

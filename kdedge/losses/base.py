@@ -40,12 +40,18 @@ class LossDef:
     ``fn(student_logits, teacher_logits, labels, **options)``; ``"features"`` losses need tapped
     intermediate features (see :mod:`kdedge.features`) and a trainable adapter, and their params
     name the module paths rather than keyword arguments of ``fn``.
+
+    ``teacher_mc``: ``fn`` gets the teacher's MC-dropout mean probabilities [B, C] (``samples`` passes,
+    mask ``seed``: options the step reads; cached like the logits) in place of the teacher logits.
+    ``student_mc``: ``fn`` gets ``student_samples`` stochastic student passes [K, B, C] (kdedge/losses/mc_kd*.py).
     """
 
     params: type[LossParams]
     fn: Callable[..., torch.Tensor]
     kind: Literal["logits", "features"] = "logits"
     needs_labels: bool = False  # True: cannot train on an unlabeled transfer set without pseudo-labels
+    teacher_mc: bool = False    # True: the teacher must have dropout (a recipe error otherwise)
+    student_mc: bool = False    # True: the student must have dropout
 
 
 def resolve_temperature(temperature: float | str, calibrated: float | None) -> float:

@@ -66,6 +66,19 @@ def _check_losses(recipe: Recipe, source: str) -> None:
                     validate_paths(_meta_model(role.model.name, role.model.kwargs), [params[side]])
                 except KdedgeError as exc:
                     raise KdedgeError(f"{source}: {path}.{side}: {exc}") from None
+        _check_mc_dropout(recipe, loss, spec.name, f"{source}: {path}.name")
+
+
+def _check_mc_dropout(recipe: Recipe, loss, name: str, where: str) -> None:
+    """MC losses (mc_kd*) sample dropout: the model they sample must have some (from_run teachers: at train time)."""
+    from kdedge.uncertainty.mc_dropout import active_dropouts
+
+    for side, role, needed in (("teacher", recipe.teacher, loss.teacher_mc), ("student", recipe.student, loss.student_mc)):
+        if needed and role is not None and role.model is not None and not active_dropouts(
+                _meta_model(role.model.name, role.model.kwargs)):
+            raise KdedgeError(f"{where}: loss {name!r} samples the {side}'s dropout but {side}.model "
+                              f"({role.model.name}) has none; set {side}.model.dropout (e.g. 0.2)"
+                              + (" or use hinton" if side == "teacher" else " or use mc_kd"))
 
 
 def _check_options(registry, name: str, options: dict, fixed: frozenset, path: str, name_key: str,

@@ -5,7 +5,7 @@ on disk, parameters, MACs, latency at batch 1 and throughput at a larger batch (
 timed runs after warm-up, with p10/p90 and a stability flag), and the teacher/student inference-time ratio
 on the same runtime; each measured file's SHA-256 and export record; the KD student against its baseline
 (paired bootstrap); and what to ship for the user's limits (kdedge/bench/recommend.py). Calibration (reliability diagrams, the teacher before/after T*) and MC-dropout uncertainty
-(torch, dropout models only) complete the report: <run>/bench/report.{json,md} + PNGs.
+(torch, and the exported MC graphs of kdedge/bench/mc_onnx.py; dropout models only) complete the report: <run>/bench/report.{json,md} + PNGs.
 
 The test split comes from the recipe's dataset, or from a --test-data file (what `kdedge bench --host`
 sends to a device that has no dataset). On --device jetson, the device facts and trtexec builds and
@@ -28,11 +28,13 @@ from kdedge.bench.annotate import (file_record, flag_timings, kd_vs_baseline, ru
                                    temperature_check, tiled)
 from kdedge.bench.jetson import device_info, tegrastats_sampling, tensorrt_version_from, trtexec_models
 from kdedge.bench.macs import count_macs
+from kdedge.bench.mc_onnx import exported_uncertainty
+from kdedge.bench.ood import load_ood, ood_report
 from kdedge.bench.recommend import Limits, recommend
 from kdedge.bench.report import write_markdown, write_plots
 from kdedge.bench.runtimes import BenchModel, Runtime, parse_runtimes
 from kdedge.bench.split_file import BenchSplit, read_split, split_from_dataset
-from kdedge.bench.timing import time_interleaved
+from kdedge.bench.timing import cuda_clock, time_interleaved, wall_clock
 from kdedge.errors import KdedgeError
 from kdedge.inference import batched
 from kdedge.inputs import normalise
@@ -64,6 +66,7 @@ class BenchOptions:
     mc_seed: int = 0
     mupe_masks: str = "independent"     # MC-dropout masks behind MUPE: independent | shared (choices.MUPE_MASKS)
     test_data: Path | None = None       # a test-split file (kdedge bench --host) instead of the dataset
+    ood: str | None = None              # --ood: a dataset name or image folder (kdedge/bench/ood.py)
     limits: Limits = Limits()           # what the recommendation must meet
 
 
@@ -103,6 +106,8 @@ def _bench(run_root: Path, ctx: StageContext, options: BenchOptions, out_dir: Pa
     if options.threads:
         torch.set_num_threads(options.threads)
     images = normalise(split.images.numpy(), split.stats)
+    ood = None if options.ood is None else load_ood(options.ood, ctx.data_roots, channels=split.input_shape[0],
+                                                     size=split.input_shape[1:], own_dataset=split.dataset)
     torch_models = {stage: load_stage_model(run, stage)[0] for stage in stages}
     jetson = options.device == "jetson"
     extras: dict[str, Any] = {}
@@ -132,6 +137,12 @@ def _bench(run_root: Path, ctx: StageContext, options: BenchOptions, out_dir: Pa
         "models": models, "ratios": _ratios(models), "timing_notes": timing_notes,
         "kd_vs_baseline": kd_vs_baseline(correct), "calibration": calibration,
         "uncertainty": _uncertainty(torch_models, images, split.labels, options, torch_device, ctx),
+        "uncertainty_exported": exported_uncertainty(run.root, exports, stages, images, split.labels,
+                                                     threads=options.threads, batch=options.batch, rounds=options.rounds,
+                                                     runs=options.runs, log=ctx.print),
+        **({} if ood is None else {"ood": ood_report(
+            torch_models, images, ood, split.stats, samples=options.mc_samples, seed=options.mc_seed,
+            device=torch_device, run_root=run.root, exports=exports, threads=options.threads, log=ctx.print)}),
         **extras,
         "machine": machine_info(), "versions": {**package_versions(), **runtime_versions([r.name for r in runtimes])},
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -202,11 +213,14 @@ def _time_all(predictors: dict[str, dict[str, Any]], models: dict, images: np.nd
     """Per runtime, the models are timed interleaved, so their ratio is not skewed by machine drift."""
     sizes = sorted({1, options.batch, options.limits.budget_batch})  # the budget's batch size is timed too
     for runtime, by_stage in predictors.items():
+        # torch and TensorRT queue their work on torch's CUDA stream: timed by CUDA events there
+        on_stream = runtime in ("torch", "trt") and _torch_device(options.device).type == "cuda"
+        clock = cuda_clock() if on_stream else wall_clock
         for label, batch in ((f"batch{b}", b) for b in sizes):
             x = tiled(images, batch)
             calls = {stage: (lambda p=p, x=x: p(x)) for stage, p in by_stage.items()}
             timings = time_interleaved(calls, batch=batch, rounds=options.rounds, runs=options.runs,
-                                       warmup=max(5, options.runs // 2))
+                                       warmup=max(5, options.runs // 2), clock=clock)
             for stage, t in timings.items():
                 models[stage]["runtimes"][runtime][label] = t.to_dict()
         ctx.print(f"[green]timed[/] {runtime}: " + ", ".join(

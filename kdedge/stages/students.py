@@ -27,7 +27,8 @@ from kdedge.stages.temperature import calibrate_teacher
 from kdedge.temperature import T_MAX, T_MIN
 from kdedge.train import supervised_step
 from kdedge.train.batches import prepare_batch
-from kdedge.train.distill_step import KDTerm, feature_cache_fits, make_distill_step, teacher_outputs
+from kdedge.train.distill_step import (KDTerm, check_mc_terms, feature_cache_fits, make_distill_step, mc_keys,
+                                       teacher_outputs)
 
 
 @dataclass(frozen=True)
@@ -126,9 +127,10 @@ def kd_job(recipe: Recipe, *, transfer: TransferSet, teacher: nn.Module, terms: 
     probe = prepare_batch(training.train.images[:2], *training.stats.tensors(torch.device("cpu")))
     cache = None
     use_cache = recipe.distill.cache_teacher and not cfg.augment
+    check_mc_terms(terms, teacher)  # before the cache: a teacher without dropout is a recipe error
     if use_cache and feature_cache_fits(teacher, probe, teacher_paths, len(training.train)):
         cache = teacher_outputs(teacher, training.train, training.stats, teacher_paths,
-                                batch_size=cfg.eval_batch_size, device=device)
+                                batch_size=cfg.eval_batch_size, device=device, mc=mc_keys(terms))
     label_mode = "none" if recipe.distill.transfer.unlabeled and not recipe.distill.transfer.pseudo_labels else "labels"
     return RoleJob(
         stage=stage, role="student", config=student, training=training,

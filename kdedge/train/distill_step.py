@@ -25,9 +25,12 @@ from kdedge.inference import model_device, uses_conv
 from kdedge.inputs import InputStats
 from kdedge.losses import LossDef, make_hint_adapter
 from kdedge.train.batches import prepare_batch
+from kdedge.train.distributed import gather_rows, local_slice, unwrap
+from kdedge.uncertainty.mc_dropout import active_dropouts, mc_dropout_predict
 
 LabelMode = Literal["labels", "none"]  # "none": unlabeled transfer set, the teacher is the only target
 CACHE_LIMIT_BYTES = 2 * 1024**3        # hinted teacher features above this are recomputed per batch
+MC_KD_STREAM = "mc_kd-teacher"         # the teacher's mask stream for mc_kd targets (not the bench's streams)
 
 
 @dataclass(frozen=True)
@@ -57,22 +60,74 @@ class KDTerm:
 class TeacherCache:
     logits: torch.Tensor                                      # [N, C] on the training device
     features: dict[str, torch.Tensor] = field(default_factory=dict)
+    mc_probs: dict[tuple[int, int], torch.Tensor] = field(default_factory=dict)  # (samples, seed) -> MC mean [N, C]
 
 
 @torch.inference_mode()
 def teacher_outputs(teacher: nn.Module, data: ImageData, stats: InputStats, paths: list[str], *,
-                    batch_size: int, device: torch.device) -> TeacherCache:
-    """Eval-mode teacher logits (and tapped features) over a whole set, in order."""
+                    batch_size: int, device: torch.device, mc: tuple[tuple[int, int], ...] = ()) -> TeacherCache:
+    """Eval-mode teacher logits (and tapped features) over a whole set, in order. In a multi-process run
+    each rank computes its share of the set and the shares are gathered, so every rank holds all of it.
+    `mc`: (samples, seed) pairs whose MC-dropout mean probabilities to cache (kdedge.uncertainty's fast
+    path, stream MC_KD_STREAM; masks follow the batch index, so a multi-process run draws other masks)."""
     teacher.eval()
     mean, std = stats.tensors(device)
     logits, feats = [], {p: [] for p in paths}
+    lo, hi = local_slice(len(data))  # (0, len) in one process
     with FeatureTap(teacher, paths) as tap:
-        for start in range(0, len(data), batch_size):
-            x = prepare_batch(data.images[start:start + batch_size], mean, std, channels_last=uses_conv(teacher))
+        for start in range(lo, hi, batch_size):
+            x = prepare_batch(data.images[start:min(start + batch_size, hi)], mean, std,
+                              channels_last=uses_conv(teacher))
             logits.append(teacher(x).float())
             for p in paths:
                 feats[p].append(tap.features[p].float())
-    return TeacherCache(torch.cat(logits), {p: torch.cat(v) for p, v in feats.items()})
+    mc_probs = {}
+    for samples, seed in mc:
+        batches = (prepare_batch(data.images[s:min(s + batch_size, hi)], mean, std) for s in range(lo, hi, batch_size))
+        result = mc_dropout_predict(teacher, batches, samples=samples, seed=seed, stream=MC_KD_STREAM,
+                                    batch_size=batch_size)
+        mc_probs[(samples, seed)] = gather_rows(result.mean_probs.to(device), len(data))
+    return TeacherCache(gather_rows(torch.cat(logits), len(data)),
+                        {p: gather_rows(torch.cat(v), len(data)) for p, v in feats.items()}, mc_probs)
+
+
+def mc_keys(terms: list[KDTerm]) -> tuple[tuple[int, int], ...]:
+    """The (samples, seed) pairs of the teacher MC means the terms need (mc_kd, mc_kd_student)."""
+    return tuple(sorted({(t.options["samples"], t.options["seed"]) for t in terms if t.definition.teacher_mc}))
+
+
+def check_mc_terms(terms: list[KDTerm], teacher: nn.Module, student: nn.Module | None = None) -> None:
+    """MC losses need dropout where they sample: a recipe error naming the field, before any work."""
+    for i, t in enumerate(terms):
+        where = f"distill.losses[{i}] ({t.name})"
+        if t.definition.teacher_mc and not active_dropouts(teacher):
+            raise KdedgeError(f"{where}: the teacher has no nn.Dropout with p > 0, so its MC-dropout predictive is its "
+                              "plain softmax; train it with dropout (e.g. teacher.model.dropout: 0.2) or use hinton")
+        if t.definition.student_mc and student is not None and not active_dropouts(unwrap(student)):
+            raise KdedgeError(f"{where}: the student has no nn.Dropout with p > 0; set student.model.dropout "
+                              "(e.g. 0.2) or use mc_kd")
+        if t.definition.student_mc and t.weight and any(u.feature_paths for u in terms):
+            raise KdedgeError(f"{where}: cannot be combined with a feature (hint) loss (the student runs "
+                              "student_samples passes per batch); use mc_kd with hint")
+
+
+def _mc_targets(teacher: nn.Module, cache: TeacherCache | None, keys: tuple[tuple[int, int], ...],
+                x: torch.Tensor, idx: torch.Tensor, epoch: int | None) -> dict[tuple[int, int], torch.Tensor]:
+    if cache is not None:
+        idx_dev = idx.to(cache.logits.device)
+        return {k: cache.mc_probs[k][idx_dev] for k in keys}
+    # augmented inputs: per batch, on masks named by the epoch and the batch's first image (resumable)
+    stream = f"{MC_KD_STREAM}:{epoch}:{int(idx[0])}"
+    return {(n, seed): mc_dropout_predict(teacher, x, samples=n, seed=seed, stream=stream,
+                                          batch_size=x.shape[0]).mean_probs.to(x.device) for n, seed in keys}
+
+
+def _student_passes(student: nn.Module, x: torch.Tensor, passes: int) -> torch.Tensor:
+    """[K, B, C]: the student (train mode: dropout on) on the batch repeated K times, in one call."""
+    xs = x.repeat(passes, *([1] * (x.ndim - 1)))
+    if x.ndim == 4 and x.is_contiguous(memory_format=torch.channels_last):
+        xs = xs.contiguous(memory_format=torch.channels_last)
+    return student(xs).view(passes, x.shape[0], -1)
 
 
 def feature_cache_fits(teacher: nn.Module, probe: torch.Tensor, paths: list[str], n: int) -> bool:
@@ -116,7 +171,7 @@ def make_distill_step(student: nn.Module, teacher: nn.Module, terms: list[KDTerm
     adapters = nn.ModuleList()
     if hinted:
         with torch.no_grad():
-            s_feats = _probe(student, student_paths, probe)
+            s_feats = _probe(unwrap(student), student_paths, probe)
             t_feats = _probe(teacher, teacher_paths, probe)
         for term in hinted:
             s_path, t_path = term.feature_paths
@@ -125,8 +180,12 @@ def make_distill_step(student: nn.Module, teacher: nn.Module, terms: list[KDTerm
             except ValueError as exc:  # e.g. a map against a vector: only the recipe can fix it
                 raise KdedgeError(f"distill.losses: hint student: {s_path} / teacher: {t_path}: {exc}; pick "
                                   "feature paths of the same kind (both maps or both vectors)") from None
-    student_tap = FeatureTap(student, student_paths) if student_paths else None
+    # hooks on the user's model (inside DDP in a multi-process run) see the features of every forward
+    student_tap = FeatureTap(unwrap(student), student_paths) if student_paths else None
     teacher_tap = FeatureTap(teacher, teacher_paths) if teacher_paths and cache is None else None
+    check_mc_terms(terms, teacher, student)
+    keys = mc_keys(terms)
+    passes = max((t.options["student_samples"] for t in terms if t.definition.student_mc and t.weight), default=0)
 
     def step(x: torch.Tensor, y: torch.Tensor, idx: torch.Tensor, epoch: int | None) -> tuple[torch.Tensor, torch.Tensor]:
         if cache is not None:
@@ -137,7 +196,9 @@ def make_distill_step(student: nn.Module, teacher: nn.Module, terms: list[KDTerm
             with torch.inference_mode():
                 t_logits = teacher(x).float()
                 t_feats = {p: teacher_tap.features[p] for p in teacher_paths}
-        s_logits = student(x)
+        t_mc = _mc_targets(teacher, cache, keys, x, idx, epoch) if keys else {}
+        s_passes = _student_passes(student, x, passes) if passes else None
+        s_logits = student(x) if s_passes is None else s_passes[0]
         labels = y if label_mode == "labels" else None
         total: torch.Tensor | None = None
         adapter_iter = iter(adapters)
@@ -149,6 +210,10 @@ def make_distill_step(student: nn.Module, teacher: nn.Module, terms: list[KDTerm
             if term.feature_paths:
                 s_path, t_path = term.feature_paths
                 value = term.definition.fn(student_tap.features[s_path], t_feats[t_path], next(adapter_iter))
+            elif term.definition.teacher_mc:
+                s_in = s_passes[:term.options["student_samples"]] if term.definition.student_mc else s_logits
+                value = term.definition.fn(s_in, t_mc[(term.options["samples"], term.options["seed"])], labels,
+                                           **term.options)
             else:
                 value = term.definition.fn(s_logits, t_logits, labels, **term.options)
             weight = term.weight_at(epoch) if term.warmup_epochs else term.weight

@@ -1,0 +1,201 @@
+"""Uncertainty-aware KD (issue 17): vanilla KD vs mc_kd (a) vs mc_kd_student (b), on full Fashion-MNIST.
+
+A dropout teacher (recipes/fmnist_cnn_teacher.yaml: CNN [32, 64, 128], dropout 0.2) -> dropout students of
+two sizes (CNN [8, 16, 32] and [16, 32, 64], dropout 0.2: the same architecture for every loss), each
+trained with hinton (T 4, alpha 0.5), mc_kd (teacher MC mean over N passes, cached; T 1, alpha 0.5) and
+mc_kd_student (K = 4 student passes per batch; T 1, alpha 0.5). Per seed and student, on the 10k test
+images: accuracy and ECE (deterministic and MC dropout), MUPE against the teacher (independent masks,
+seed 000's definition) and the OOD AUROC of MC predictive entropy / max-probability against MNIST-5k's
+test split. The goal (issue 17): MUPE at least 2x lower than vanilla KD at equal accuracy (+-0.3 pt),
+OOD AUROC not below vanilla KD. Runs go to runs/uncertainty_kd/ and are reused when finished.
+
+    python bench/uncertainty_kd.py                                    # 3 seeds, full budget (hours on 2 cores)
+    python bench/uncertainty_kd.py --seeds 0 --epochs 1 --train-subset 2000 \\
+        --teacher-run runs/fmnist_cnn_teacher --out bench/results/uncertainty_kd_smoke.json   # a smoke run
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+from pathlib import Path
+from typing import Any
+
+import torch
+from rich.console import Console
+
+from kdedge.bench.ood import load_ood, ood_report
+from kdedge.inputs import normalise
+from kdedge.io import write_result
+from kdedge.markdown import markdown_table
+from kdedge.metrics import classification_report
+from kdedge.recipe import load_recipe, recipe_from_dict
+from kdedge.run import RunDir, machine_info, package_versions
+from kdedge.stage_model import load_stage_model
+from kdedge.stages.context import StageContext
+from kdedge.stages.data import recorded_data
+from kdedge.stages.distill import distill
+from kdedge.stages.teacher import train_teacher
+from kdedge.trials import Trial, run_trial
+from kdedge.trials.seeds import seeded
+from kdedge.uncertainty.compare import compare_mc_dropout
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench" / "results"
+SIZES = {"small": [8, 16, 32], "large": [16, 32, 64]}
+METHODS = {
+    "vanilla_kd": {"name": "hinton", "alpha": 0.5, "temperature": 4.0},
+    "mc_kd": {"name": "mc_kd", "alpha": 0.5, "temperature": 1.0, "samples": 20},
+    "mc_kd_student": {"name": "mc_kd_student", "alpha": 0.5, "temperature": 1.0, "samples": 20, "student_samples": 4},
+}
+METRICS = ("accuracy", "ece", "mc_accuracy", "mc_ece", "mupe", "auroc_entropy", "auroc_max_prob")
+
+
+def _run(trial: Trial, stage, ctx: StageContext) -> Path:
+    outcome = run_trial(trial, stage, ctx, resume=True)
+    if not outcome.ok:
+        raise SystemExit(f"{trial.root}: {trial.name} failed: {outcome.error}")
+    return outcome.root
+
+
+def student_recipe(teacher_root: Path, size: str, method: str, seed: int, args) -> dict[str, Any]:
+    distill_cfg: dict[str, Any] = {"losses": [METHODS[method]], "baseline": False}
+    if args.train_subset:
+        distill_cfg["transfer"] = {"reduced": {"per_class": max(1, args.train_subset // 10), "seed": seed}}
+    return {"name": f"ukd_{size}_{method}_seed{seed}", "seed": seed, "device": "auto",
+            "output_dir": str(args.runs), "data": {"dataset": "fashion_mnist", "val_fraction": 0.1, "split_seed": 0},
+            "teacher": {"from_run": str(teacher_root)},
+            "student": {"model": {"name": "cnn", "channels": SIZES[size], "dropout": 0.2},
+                        "train": {"epochs": args.epochs, "batch_size": 128, "augment": False,
+                                  "optimizer": {"name": "sgd", "lr": 0.05, "momentum": 0.9, "nesterov": True,
+                                                "weight_decay": 0.0005},
+                                  "schedule": {"name": "cosine", "warmup_epochs": min(1, args.epochs / 2)}}},
+            "distill": distill_cfg}
+
+
+def evaluate(teacher_root: Path, students: dict[str, Path], args, ood) -> dict[str, dict[str, float]]:
+    """Per model (teacher + students): deterministic and MC accuracy/ECE, MUPE vs teacher, OOD AUROC."""
+    run = RunDir(teacher_root)
+    data = recorded_data(run.read_manifest(), run.manifest_path)
+    test, stats = data.training.test, data.training.stats
+    models = {"teacher": load_stage_model(run, "teacher")[0]}
+    models.update({name: load_stage_model(RunDir(root), "student")[0] for name, root in students.items()})
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    images = normalise(test.images.numpy(), stats)
+    x = torch.from_numpy(images)
+    mc = compare_mc_dropout(models, x, test.labels, samples=args.mc_samples, seed=0, device=device)
+    oods = ood_report(models, images, ood, stats, samples=args.mc_samples, seed=0, device=device)["models"]
+    out = {}
+    for name, model in models.items():
+        with torch.inference_mode():
+            logits = torch.cat([model.to(device).eval()(x[i:i + 512].to(device)).float().cpu()
+                                for i in range(0, len(x), 512)])
+        det = classification_report(logits, test.labels)
+        m = mc["models"][name]
+        auc = oods[name].get("torch-mc", oods[name]["torch"])
+        out[name] = {"accuracy": det["accuracy"], "ece": det["ece"], "mc_accuracy": m.get("accuracy"),
+                     "mc_ece": m.get("ece"), "mupe": mc.get("mupe", {}).get(name, {}).get("value"),
+                     "auroc_entropy": auc["entropy"], "auroc_max_prob": auc["max_prob"],
+                     "auroc_deterministic": oods[name]["torch"]}
+    return out
+
+
+def summarise(per_seed: list[dict[str, Any]]) -> dict[str, Any]:
+    """mean / std over seeds per model and metric; the goal per student size (mc method vs vanilla KD)."""
+    names = per_seed[0]["models"].keys()
+    summary: dict[str, Any] = {}
+    for name in names:
+        summary[name] = {}
+        for metric in METRICS:
+            values = [s["models"][name][metric] for s in per_seed if s["models"][name][metric] is not None]
+            if values:
+                summary[name][metric] = {"mean": statistics.fmean(values),
+                                         "std": statistics.stdev(values) if len(values) > 1 else 0.0}
+    goals = {}
+    for size in SIZES:
+        base = summary.get(f"{size}/vanilla_kd")
+        for method in ("mc_kd", "mc_kd_student"):
+            cand = summary.get(f"{size}/{method}")
+            if not base or not cand:
+                continue
+            ratio = base["mupe"]["mean"] / max(cand["mupe"]["mean"], 1e-12)
+            acc_diff = 100 * (cand["accuracy"]["mean"] - base["accuracy"]["mean"])
+            auc_diff = cand["auroc_entropy"]["mean"] - base["auroc_entropy"]["mean"]
+            goals[f"{size}/{method}"] = {
+                "mupe_ratio_vanilla_over_method": ratio, "accuracy_diff_pt": acc_diff, "auroc_entropy_diff": auc_diff,
+                "met": bool(ratio >= 2 and abs(acc_diff) <= 0.3 and auc_diff >= 0)}
+    return {"models": summary, "goal": goals}
+
+
+def markdown(result: dict[str, Any]) -> str:
+    s = result["summary"]["models"]
+
+    def cell(name: str, metric: str, fmt: str) -> str:
+        v = s[name].get(metric)
+        return "—" if v is None else f"{v['mean']:{fmt}} ± {v['std']:{fmt}}"
+
+    rows = [[name, cell(name, "accuracy", ".4f"), cell(name, "ece", ".4f"), cell(name, "mc_ece", ".4f"),
+             cell(name, "mupe", ".5f"), cell(name, "auroc_entropy", ".4f"), cell(name, "auroc_max_prob", ".4f")]
+            for name in s]
+    goal_rows = [[k, f"{g['mupe_ratio_vanilla_over_method']:.2f}×", f"{g['accuracy_diff_pt']:+.2f}",
+                  f"{g['auroc_entropy_diff']:+.4f}", "yes" if g["met"] else "no"]
+                 for k, g in result["summary"]["goal"].items()]
+    b = result["budget"]
+    head = "SMOKE RUN (tiny budget: proves the pipeline, not the claim)" if result["smoke"] else "Full run"
+    return "\n".join([
+        f"# Uncertainty-aware KD on Fashion-MNIST: {head}", "",
+        f"Seeds {result['seeds']}; student epochs {b['epochs']}; transfer images {b['train_subset'] or 'all'}; "
+        f"teacher {result['teacher']}; MC passes {b['mc_samples']} (independent masks); OOD set "
+        f"{result['ood']['dataset']} ({result['ood']['images']} images, {result['ood']['conversion']}).", "",
+        markdown_table(["model", "accuracy", "ECE", "MC ECE", "MUPE vs teacher", "OOD AUROC (entropy, MC)",
+                        "OOD AUROC (max-prob, MC)"], rows), "",
+        "Goal (issue 17): MUPE >= 2x lower than vanilla KD at equal accuracy (±0.3 pt), OOD AUROC not below it.", "",
+        markdown_table(["student", "MUPE vanilla / method", "accuracy diff (pt)", "AUROC diff", "goal met"],
+                       goal_rows), ""])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--epochs", type=int, default=8, help="student epochs")
+    parser.add_argument("--train-subset", type=int, default=None, help="students learn from this many transfer "
+                        "images (stratified); default: the whole training split")
+    parser.add_argument("--teacher", type=Path, default=ROOT / "recipes" / "fmnist_cnn_teacher.yaml")
+    parser.add_argument("--teacher-run", type=Path, default=None, help="a finished dropout teacher run shared by "
+                        "every seed (else one teacher per seed, trained from --teacher)")
+    parser.add_argument("--mc-samples", type=int, default=50, help="MC-dropout passes in the evaluation")
+    parser.add_argument("--ood", default="mnist_5k")
+    parser.add_argument("--sizes", nargs="+", default=list(SIZES), choices=list(SIZES))
+    parser.add_argument("--runs", type=Path, default=ROOT / "runs" / "uncertainty_kd")
+    parser.add_argument("--out", type=Path, default=RESULTS / "uncertainty_kd.json")
+    args = parser.parse_args()
+    ctx = StageContext(console=Console())
+    ood = load_ood(args.ood, (), channels=1, size=(28, 28), own_dataset="fashion_mnist")
+    per_seed = []
+    for seed in args.seeds:
+        if args.teacher_run is None:
+            base = load_recipe(args.teacher)
+            raw = {**seeded(base, seed, str(args.teacher)).to_dict(), "output_dir": str(args.runs)}
+            teacher_root = _run(Trial.of(f"teacher, seed {seed}", recipe_from_dict(raw)), train_teacher, ctx)
+        else:
+            teacher_root = args.teacher_run.resolve()
+        students = {}
+        for size in args.sizes:
+            for method in METHODS:
+                recipe = recipe_from_dict(student_recipe(teacher_root, size, method, seed, args))
+                students[f"{size}/{method}"] = _run(Trial.of(f"{size} {method}, seed {seed}", recipe), distill, ctx)
+        per_seed.append({"seed": seed, "teacher_run": str(teacher_root),
+                         "models": evaluate(teacher_root, students, args, ood)})
+    result = {"smoke": bool(args.train_subset or args.epochs < 8 or len(args.seeds) < 3),
+              "seeds": args.seeds, "teacher": str(args.teacher_run or args.teacher),
+              "budget": {"epochs": args.epochs, "train_subset": args.train_subset, "mc_samples": args.mc_samples},
+              "methods": METHODS, "sizes": {k: SIZES[k] for k in args.sizes},
+              "ood": {"dataset": ood.name, "images": int(len(ood.images)), "source": ood.source,
+                      "conversion": ood.conversion},
+              "per_seed": per_seed, "summary": summarise(per_seed),
+              "machine": machine_info(), "versions": package_versions()}
+    write_result(args.out, result, markdown(result))
+
+
+if __name__ == "__main__":
+    main()
