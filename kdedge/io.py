@@ -29,6 +29,9 @@ class WriteRole:
     def after_write(self) -> None:
         pass
 
+    def sync(self) -> None:
+        """Meet the other ranks (after rank 0 took a run's lock)."""
+
     def stop_waiting(self) -> None:
         """After an error on this rank: later writes (marking a stage stopped) must not wait for ranks
         that are elsewhere; the launcher stops those when this one exits."""

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Iterator
 
 from kdedge.errors import KdedgeError
+from kdedge.io import write_role
 from kdedge.ranks import is_main_process, launched
 
 WAIT_S = 5.0      # a second command waits this long for the first, then fails with one line
@@ -33,12 +34,14 @@ def run_lock(root: Path, *, create: bool = False, wait_s: float | None = None) -
     """Hold the run's lock for the block. `create` makes the run directory (and its missing parents)
     first and removes them again on release if nothing was written there."""
     root = Path(root)
-    if launched() and not is_main_process():  # data-parallel ranks: rank 0 holds the lock for all of them
+    if launched() and not is_main_process():  # data-parallel ranks: rank 0 holds the lock for all of them;
+        write_role().sync()                  # they read the run only once it holds it
         yield
         return
     key = root.resolve()
     if key in _held:
         _held[key] += 1
+        write_role().sync()
         try:
             yield
         finally:
@@ -52,6 +55,7 @@ def run_lock(root: Path, *, create: bool = False, wait_s: float | None = None) -
         raise
     _held[key] = 1
     try:
+        write_role().sync()
         yield
     finally:
         del _held[key]

@@ -27,11 +27,10 @@ def _run_recipe(recipe, recipe_file: Path, stage, *, device: str | None, threads
             ctx, planned = open_recipe_run(recipe, recipe_file, device, threads, force)
             return ctx, planned, stage(recipe, planned, ctx, resume=resume)
     # a data-parallel worker: every rank runs the pipeline, rank 0 alone locks and writes the run
-    from kdedge.train.distributed import barrier, process_group
+    from kdedge.train.distributed import process_group
 
     with process_group(device or recipe.device), lock_recipe_run(recipe):  # held by rank 0 for every rank
         ctx, planned = open_recipe_run(recipe, recipe_file, device, threads, force)
-        barrier()  # every rank has seen the run as it was before rank 0 starts changing it
         return ctx, planned, stage(recipe, planned, ctx, resume=resume)
 
 
@@ -39,6 +38,8 @@ def _launched_instead(recipe_file: Path, nproc_per_node: int | None, nnodes: int
     """With --nproc-per-node (outside a worker): check the recipe, run the workers, exit with their code."""
     from kdedge.ranks import launched
 
+    if nproc_per_node is None and (nnodes > 1 or rdzv_endpoint):
+        raise KdedgeError("--nnodes / --rdzv-endpoint need --nproc-per-node N (the processes on each node)")
     if nproc_per_node is None or launched():
         return False
     from kdedge.recipe import load_recipe

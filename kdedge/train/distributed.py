@@ -55,6 +55,10 @@ class _RankWrites(WriteRole):
         if self.collective:
             barrier()
 
+    def sync(self) -> None:
+        if self.collective:
+            barrier()
+
     def stop_waiting(self) -> None:
         self.collective = False
 
@@ -66,6 +70,10 @@ def init_from_env(device_name: str | None = None) -> bool:
         return active()
     use_cuda = device_name in (None, "auto", "cuda") and torch.cuda.is_available()
     if use_cuda:
+        if ranks.local_rank() >= torch.cuda.device_count():
+            raise KdedgeError(f"--nproc-per-node: worker {ranks.local_rank()} has no GPU of its own (this node has "
+                              f"{torch.cuda.device_count()}); start at most {torch.cuda.device_count()} processes "
+                              "per node, or use --device cpu")
         torch.cuda.set_device(ranks.local_rank())
     dist.init_process_group("nccl" if use_cuda else "gloo", timeout=_TIMEOUT)
     set_write_role(_RankWrites(writer=dist.get_rank() == 0))
@@ -112,7 +120,9 @@ def wrap(model: nn.Module, device: torch.device) -> nn.Module:
     # BatchNorm buffers from rank 0 at every forward (the keyword was renamed in newer torch)
     renamed = "forward_sync_buffers" in inspect.signature(DistributedDataParallel.__init__).parameters
     sync = {"forward_sync_buffers" if renamed else "broadcast_buffers": True}
-    return DistributedDataParallel(model, device_ids=ids, **sync)
+    # unused parameters are allowed: a recipe whose only loss is a hint term leaves the classifier without
+    # gradients, which DDP would otherwise refuse at the second step
+    return DistributedDataParallel(model, device_ids=ids, find_unused_parameters=True, **sync)
 
 
 def wrap_for_training(model: nn.Module, device: torch.device, *, channels_last: bool, sync_bn: bool = False,
@@ -144,7 +154,8 @@ def unwrap(model: nn.Module) -> nn.Module:
 
 
 def _comm_device(t: torch.Tensor) -> torch.device:
-    return t.device if dist.get_backend() == "nccl" else torch.device("cpu")
+    """NCCL moves CUDA tensors only, gloo CPU ones."""
+    return torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else torch.device("cpu")
 
 
 def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:

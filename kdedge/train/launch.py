@@ -37,7 +37,7 @@ class LaunchPlan:
         if self.rdzv_endpoint:
             args += ["--rdzv-backend", "c10d", "--rdzv-endpoint", self.rdzv_endpoint,
                      "--rdzv-id", self.run_id or "kdedge"]
-        else:  # one node: a rendezvous on a free port of localhost, nothing listens beyond the machine
+        else:  # one node: the rendezvous on a free port, reached through localhost
             args += ["--standalone"]
         return [*args, "-m", "kdedge", *worker_argv]
 
@@ -82,9 +82,18 @@ def launch(plan: LaunchPlan, argv: list[str] | None = None) -> int:
     except SignalException:  # Ctrl-C / SIGTERM: the launcher has stopped every worker, rank 0 said what was kept
         return 130
     except ChildFailedError as exc:
-        rank, failure = min(exc.failures.items())
-        code = failure.exitcode if isinstance(failure.exitcode, int) and failure.exitcode > 0 else 1
+        rank, failure = exc.get_first_failure()
+        code = failure.exitcode if isinstance(failure.exitcode, int) else 1
+        if code < 0:  # killed by a signal: it printed nothing
+            print(f"kdedge: error: data-parallel worker rank {rank} was killed by signal {-code} (out of memory?); "
+                  "finished epochs are kept — rerun with --resume", file=sys.stderr)
+            return 128 - code
         print(f"kdedge: error: data-parallel worker rank {rank} stopped with exit code {code}"
-              + (" (interrupted)" if code in (130, -2) else "; its message is above"), file=sys.stderr)
-        return code
+              + (" (interrupted)" if code == 130 else "; its message is above"), file=sys.stderr)
+        return code or 1
+    except Exception as exc:  # the rendezvous: an unreachable endpoint, a port in use, nodes that never came
+        print(f"kdedge: error: could not start the data-parallel workers ({type(exc).__name__}: "
+              f"{str(exc).splitlines()[0] if str(exc) else 'no detail'}); check --rdzv-endpoint "
+              f"{plan.rdzv_endpoint or '(local)'} and that every node runs the same command", file=sys.stderr)
+        return 1
     return 0

@@ -60,11 +60,12 @@ def epoch_seed(seed: int, epoch: int, stream: int) -> int:
     return (seed * 1_000_003 + epoch * 7_919 + stream * 104_729) % (2**63 - 1)
 
 
-def batch_bounds(n: int, batch_size: int) -> list[tuple[int, int]]:
-    """(start, end) of each batch; a trailing batch of one sample joins the previous batch, because
-    BatchNorm cannot train on a single sample whose feature map is 1x1."""
+def batch_bounds(n: int, batch_size: int, world: int = 1) -> list[tuple[int, int]]:
+    """(start, end) of each batch; a trailing batch too small to give each of `world` processes two
+    samples joins the previous batch, because BatchNorm cannot train on a single sample whose feature
+    map is 1x1 (one process: only a trailing batch of one sample moves)."""
     bounds = [(s, min(s + batch_size, n)) for s in range(0, n, batch_size)]
-    if len(bounds) > 1 and bounds[-1][1] - bounds[-1][0] == 1:
+    if len(bounds) > 1 and bounds[-1][1] - bounds[-1][0] < 2 * world:
         bounds[-2:] = [(bounds[-2][0], n)]
     return bounds
 
@@ -111,9 +112,9 @@ def fit(model: nn.Module, step: StepFn, *, data: TrainingData, cfg: TrainConfig,
         optimizer.add_param_group({"params": list(extra_modules.parameters()),
                                    "weight_decay": cfg.optimizer.weight_decay})
 
-    if cfg.batch_size < distributed.world():
-        raise KdedgeError(f"{label}.train.batch_size: {cfg.batch_size} is the global batch and cannot be split "
-                          f"over {distributed.world()} processes; raise it to at least {distributed.world()}")
+    if distributed.world() > 1 and cfg.batch_size < 2 * distributed.world():
+        raise KdedgeError(f"{label}.train.batch_size: {cfg.batch_size} is the global batch and cannot give each of "
+                          f"{distributed.world()} processes two images; raise it to at least {2 * distributed.world()}")
     result = FitResult(precision=precision, compiled=cfg.compile)
     start_epoch = 0
     ckpt_path = out_dir / CHECKPOINT_FILE
@@ -133,12 +134,16 @@ def fit(model: nn.Module, step: StepFn, *, data: TrainingData, cfg: TrainConfig,
             if state.get("precision", "fp32") != precision:
                 console.print(f"[yellow]warning[/]: the checkpoint was trained in {state.get('precision', 'fp32')}, "
                               f"this run trains in {precision}: the result will not be bitwise identical")
+            if state.get("world_size", 1) != distributed.world():
+                console.print(f"[yellow]warning[/]: the checkpoint was trained by {state.get('world_size', 1)} "
+                              f"process(es), this run uses {distributed.world()}: the result will not be bitwise "
+                              "identical to an uninterrupted run")
             if was != (str(device), torch.get_num_threads()):
                 console.print(f"[yellow]warning[/]: the checkpoint was written on {was[0]} with {was[1]} threads, "
                               f"this run uses {device} with {torch.get_num_threads()}: the result will not be "
                               "bitwise identical to an uninterrupted run")
 
-    bounds = batch_bounds(len(data.train), cfg.batch_size)
+    bounds = batch_bounds(len(data.train), cfg.batch_size, distributed.world())
     steps_per_epoch = len(bounds)
     mean, std = data.stats.tensors(device)
     augmentation = (AugmentSpec(cfg.crop_padding, data.hflip_ok, data.train_transform, data.min_crop_scale)
@@ -167,6 +172,7 @@ def fit(model: nn.Module, step: StepFn, *, data: TrainingData, cfg: TrainConfig,
                     "history": result.history, "fingerprint": fingerprint,
                     "extra": extra_modules.state_dict() if extra_modules is not None else {},
                     "device": str(device), "threads": torch.get_num_threads(), "precision": precision,
+                    "world_size": distributed.world(),
                     "scaler": scaler.state_dict() if scaler is not None else {}})
                 checkpointed = epoch + 1
                 if console:
@@ -245,7 +251,7 @@ def _train_epoch(model, step, optimizer, train: ImageData, mean, std, *, cfg: Tr
     elapsed = time.perf_counter() - t0
     if world > 1:  # the epoch's figures over the whole global batch, the same on every rank
         loss_sum, correct = distributed.all_reduce_sum(loss_sum), distributed.all_reduce_sum(correct)
-        seen = int(distributed.all_reduce_sum(torch.tensor(seen)).item())
+        seen = int(distributed.all_reduce_sum(torch.tensor(seen, device=loss_sum.device)).item())
     return {"epoch": epoch + 1, "lr": lr, "train_loss": loss_sum.item() / seen,
             "train_accuracy": correct.item() / seen, "epoch_time_s": elapsed,
             "train_images_per_s": seen / elapsed}

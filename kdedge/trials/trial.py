@@ -16,6 +16,7 @@ from typing import Any, Callable
 
 from kdedge.errors import KdedgeError
 from kdedge.io import write_json
+from kdedge.ranks import launched
 from kdedge.recipe import Recipe, recipe_from_dict
 from kdedge.run import RunDir, lock_recipe_run, open_run
 from kdedge.stages.context import StageContext
@@ -110,6 +111,8 @@ def run_trial(trial: Trial, stage: Stage, ctx: StageContext, *, resume: bool = T
     except KeyboardInterrupt:
         raise
     except Exception as exc:  # noqa: BLE001 -- a trial's failure, whatever it is, is reported, not raised
+        if launched():  # a data-parallel rank cannot skip ahead of the others: the whole run stops
+            raise
         error = one_line(exc)
         _mark_failed(trial.root, error)
         return TrialOutcome(trial.name, trial.root, "failed", error=error)

@@ -139,3 +139,24 @@ def test_sync_bn_left_unset_keeps_every_shipped_recipe_hash():
             assert recipe_from_dict(raw, source=str(path)).hash != recipe.hash  # set: part of the hash
             checked += 1
     assert checked >= 5
+
+
+@pytest.mark.parametrize("n,b,world,expected", [
+    (10, 4, 1, [(0, 4), (4, 8), (8, 10)]),           # one process: a last batch of 2 stays
+    (10, 4, 2, [(0, 4), (4, 10)]),                    # 2 ranks: a last batch of 2 would leave each rank 1 image
+    (13, 4, 2, [(0, 4), (4, 8), (8, 13)]),            # 1 left over joins the batch before
+    (12, 4, 2, [(0, 4), (4, 8), (8, 12)]),            # 4 = two images per rank: kept
+])
+def test_a_short_last_batch_joins_the_one_before_when_ranks_would_get_under_two_images(n, b, world, expected):
+    from kdedge.train.loop import batch_bounds
+
+    assert batch_bounds(n, b, world) == expected
+
+
+def test_multi_node_options_without_processes_per_node_are_refused(tmp_path):
+    from typer.testing import CliRunner
+
+    from kdedge.cli import app
+
+    result = CliRunner().invoke(app, ["train", str(tmp_path / "r.yaml"), "--nnodes", "2"])
+    assert result.exit_code == 2 and "--nproc-per-node" in result.output
