@@ -247,3 +247,23 @@ def simd_flags(cpu_flags: list[str]) -> list[str]:
 
 def _now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S%z")
+
+
+def mark_own_stages_stopped(root: Path, status: str, why: str) -> None:
+    """Best effort: the stages this process left "running" in the run at `root` say it stopped (failed,
+    interrupted) and why. Only stages this process started: a command that failed to get the run's lock
+    must not touch the stages of the command that holds it. A full disk may refuse even this."""
+    import os
+
+    run = RunDir(root)
+    try:
+        if not run.manifest_path.is_file():
+            return
+        stages = run.read_manifest().get("stages", {})
+        stopped = {name: {**record, "status": status, "error": why} for name, record in stages.items()
+                   if isinstance(record, dict) and record.get("status") == "running"
+                   and record.get("pid") == os.getpid()}
+        if stopped:
+            run.update_manifest(stages=stopped)
+    except (KdedgeError, OSError):
+        pass

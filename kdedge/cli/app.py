@@ -167,22 +167,9 @@ def _mark_stopped(status: str, why: str) -> None:
     write_role().stop_waiting()  # a data-parallel rank that failed must not wait for the others
     if not _open_run:
         return
-    from kdedge.run import RunDir
+    from kdedge.run import mark_own_stages_stopped
 
-    run = RunDir(_open_run[0])
-    try:
-        if not run.manifest_path.is_file():
-            return
-        stages = run.read_manifest().get("stages", {})
-        # only stages this process started: a command that failed to get the run's lock must not touch
-        # the stages of the command that holds it
-        stopped = {name: {**record, "status": status, "error": why} for name, record in stages.items()
-                   if isinstance(record, dict) and record.get("status") == "running"
-                   and record.get("pid") == os.getpid()}
-        if stopped:
-            run.update_manifest(stages=stopped)
-    except (KdedgeError, OSError):
-        pass
+    mark_own_stages_stopped(_open_run[0], status, why)
 
 
 def stage_context(device: str | None, threads: int | None):

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -18,7 +17,7 @@ from kdedge.errors import KdedgeError
 from kdedge.io import write_json
 from kdedge.ranks import launched
 from kdedge.recipe import Recipe, recipe_from_dict
-from kdedge.run import RunDir, lock_recipe_run, open_run
+from kdedge.run import RunDir, lock_recipe_run, mark_own_stages_stopped, open_run
 from kdedge.stages.context import StageContext
 
 # what a finished trial leaves in its run directory: a later sweep reuses it without starting a worker
@@ -121,18 +120,7 @@ def run_trial(trial: Trial, stage: Stage, ctx: StageContext, *, resume: bool = T
 
 def _mark_failed(root: Path, error: str) -> None:
     """Best effort: the stages this process left "running" in the trial's run say it failed, and why."""
-    run = RunDir(root)
-    try:
-        if not run.manifest_path.is_file():
-            return
-        stages = run.read_manifest().get("stages", {})
-        stopped = {name: {**record, "status": "failed", "error": error} for name, record in stages.items()
-                   if isinstance(record, dict) and record.get("status") == "running"
-                   and record.get("pid") == os.getpid()}
-        if stopped:
-            run.update_manifest(stages=stopped)
-    except (KdedgeError, OSError):
-        pass
+    mark_own_stages_stopped(root, "failed", error)
 
 
 def metric(value: float | None) -> float:
