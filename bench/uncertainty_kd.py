@@ -17,6 +17,7 @@ OOD AUROC not below vanilla KD. Runs go to runs/uncertainty_kd/ and are reused w
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 from pathlib import Path
 from typing import Any
@@ -51,6 +52,26 @@ METHODS = {
 METRICS = ("accuracy", "ece", "mc_accuracy", "mc_ece", "mupe", "auroc_entropy", "auroc_max_prob")
 
 
+def methods_from(extra: list[str], only: list[str] | None) -> dict[str, dict[str, Any]]:
+    """METHODS plus `LABEL=JSON` additions, restricted to `only` (+ vanilla_kd, the reference)."""
+    methods = dict(METHODS)
+    for item in extra:
+        label, sep, spec = item.partition("=")
+        try:
+            entry = json.loads(spec) if sep else None
+        except json.JSONDecodeError as exc:
+            raise SystemExit(f"--method {label}: not JSON ({exc.msg}); e.g. mc_kd_t4='{{\"name\": \"mc_kd\"}}'")
+        if not label or not isinstance(entry, dict) or "name" not in entry:
+            raise SystemExit(f"--method {item!r}: expected LABEL={{\"name\": LOSS, ...}}")
+        methods[label] = entry
+    if only is not None:
+        unknown = sorted(set(only) - set(methods))
+        if unknown:
+            raise SystemExit(f"--only: unknown method(s) {', '.join(unknown)}; known: {', '.join(methods)}")
+        methods = {k: v for k, v in methods.items() if k in only or k == "vanilla_kd"}
+    return methods
+
+
 def _run(trial: Trial, stage, ctx: StageContext) -> Path:
     outcome = run_trial(trial, stage, ctx, resume=True)
     if not outcome.ok:
@@ -59,7 +80,7 @@ def _run(trial: Trial, stage, ctx: StageContext) -> Path:
 
 
 def student_recipe(teacher_root: Path, size: str, method: str, seed: int, args) -> dict[str, Any]:
-    distill_cfg: dict[str, Any] = {"losses": [METHODS[method]], "baseline": False}
+    distill_cfg: dict[str, Any] = {"losses": [args.methods[method]], "baseline": False}
     if args.train_subset:
         distill_cfg["transfer"] = {"reduced": {"per_class": max(1, args.train_subset // 10), "seed": seed}}
     return {"name": f"ukd_{size}_{method}_seed{seed}", "seed": seed, "device": "auto",
@@ -100,7 +121,7 @@ def evaluate(teacher_root: Path, students: dict[str, Path], args, ood) -> dict[s
     return out
 
 
-def summarise(per_seed: list[dict[str, Any]]) -> dict[str, Any]:
+def summarise(per_seed: list[dict[str, Any]], methods: list[str]) -> dict[str, Any]:
     """mean / std over seeds per model and metric; the goal per student size (mc method vs vanilla KD)."""
     names = per_seed[0]["models"].keys()
     summary: dict[str, Any] = {}
@@ -114,7 +135,9 @@ def summarise(per_seed: list[dict[str, Any]]) -> dict[str, Any]:
     goals = {}
     for size in SIZES:
         base = summary.get(f"{size}/vanilla_kd")
-        for method in ("mc_kd", "mc_kd_student"):
+        for method in methods:
+            if method == "vanilla_kd":
+                continue
             cand = summary.get(f"{size}/{method}")
             if not base or not cand:
                 continue
@@ -168,7 +191,13 @@ def main() -> None:
     parser.add_argument("--sizes", nargs="+", default=list(SIZES), choices=list(SIZES))
     parser.add_argument("--runs", type=Path, default=ROOT / "runs" / "uncertainty_kd")
     parser.add_argument("--out", type=Path, default=RESULTS / "uncertainty_kd.json")
+    parser.add_argument("--method", action="append", default=[], metavar="LABEL=JSON",
+                        help='add or replace a method: a label and its loss entry, e.g. '
+                             'mc_kd_t4=\'{"name": "mc_kd", "alpha": 0.5, "temperature": 4}\' (repeatable)')
+    parser.add_argument("--only", nargs="+", default=None, metavar="LABEL",
+                        help="train and report only these methods (vanilla_kd is always kept as the reference)")
     args = parser.parse_args()
+    args.methods = methods_from(args.method, args.only)
     ctx = StageContext(console=Console())
     ood = load_ood(args.ood, (), channels=1, size=(28, 28), own_dataset="fashion_mnist")
     per_seed = []
@@ -181,7 +210,7 @@ def main() -> None:
             teacher_root = args.teacher_run.resolve()
         students = {}
         for size in args.sizes:
-            for method in METHODS:
+            for method in args.methods:
                 recipe = recipe_from_dict(student_recipe(teacher_root, size, method, seed, args))
                 students[f"{size}/{method}"] = _run(Trial.of(f"{size} {method}, seed {seed}", recipe), distill, ctx)
         per_seed.append({"seed": seed, "teacher_run": str(teacher_root),
@@ -189,10 +218,10 @@ def main() -> None:
     result = {"smoke": bool(args.train_subset or args.epochs < 8 or len(args.seeds) < 3),
               "seeds": args.seeds, "teacher": str(args.teacher_run or args.teacher),
               "budget": {"epochs": args.epochs, "train_subset": args.train_subset, "mc_samples": args.mc_samples},
-              "methods": METHODS, "sizes": {k: SIZES[k] for k in args.sizes},
+              "methods": args.methods, "sizes": {k: SIZES[k] for k in args.sizes},
               "ood": {"dataset": ood.name, "images": int(len(ood.images)), "source": ood.source,
                       "conversion": ood.conversion},
-              "per_seed": per_seed, "summary": summarise(per_seed),
+              "per_seed": per_seed, "summary": summarise(per_seed, list(args.methods)),
               "machine": machine_info(), "versions": package_versions()}
     write_result(args.out, result, markdown(result))
 

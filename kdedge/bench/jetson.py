@@ -4,7 +4,8 @@
   releases (/etc/nv_tegra_release, `dpkg-query -W nvidia-jetpack`), the TensorRT version, and a
   tegrastats sample (GPU load and clock, power, temperatures) taken while the models are measured;
 - TensorRT engines built on the device with trtexec (engines do not move between GPUs) from each
-  model's Q/DQ ONNX (INT8) and fp32 ONNX (FP16), timed by trtexec at batch 1 and at --batch.
+  model's Q/DQ ONNX (INT8), fp32 ONNX (FP16) and MC-dropout Q/DQ ONNX (when exported), timed by
+  trtexec at batch 1 and at --batch.
 
 Every tool is optional: one that is missing or prints something unreadable is recorded as
 unavailable, with the reason, and the bench goes on.
@@ -34,8 +35,12 @@ TRTEXEC_TIMEOUT_S = 1800      # a build of a large model on a Nano takes minutes
 TEGRASTATS_INTERVAL_MS = 500
 # (precision, export format, trtexec flags): INT8 from the Q/DQ ONNX (its scales decide what runs in
 # INT8), FP16 from the fp32 ONNX, so the report shows what quantization buys on this device
+# the MC-dropout graph's TensorRT form (`kdedge export --int8 --mc-dropout N`) is built the same way: its
+# engine's latency is read against the INT8 one, and kdedge/bench/mc_onnx.py runs it for the MC statistics
+MC_PRECISION = "mc-int8"
 TRT_BUILDS = (("int8", "onnx-int8-trt", {"int8": True, "fp16": True}),
-              ("fp16", "onnx", {"int8": False, "fp16": True}))
+              ("fp16", "onnx", {"int8": False, "fp16": True}),
+              (MC_PRECISION, "onnx-mc-int8-trt", {"int8": True, "fp16": True}))
 TRT_DIR = "trt"               # under <run>/bench: the engines built here and trtexec's full logs
 
 
@@ -208,7 +213,8 @@ def trtexec_models(run_root: Path, exports: dict[str, Any], stages: list[str], i
         if "error" in result:
             print_(f"[yellow]trtexec[/] {stage} {precision}: {result['error']}")
             continue
-        engines.setdefault(stage, trt_dir / result["engine"])  # INT8 first: the `trt` runtime runs it
+        if precision != MC_PRECISION:  # the MC engine has other outputs: not the `trt` runtime's
+            engines.setdefault(stage, trt_dir / result["engine"])  # INT8 first: the `trt` runtime runs it
         print_(f"[green]trtexec[/] {stage} {precision}: batch 1 {_median(result['batch1'])} ms")
     return {"available": True, "trtexec": trtexec, "models": results}, engines
 

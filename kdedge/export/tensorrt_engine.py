@@ -77,20 +77,27 @@ class EngineRunner:
         self._context = self._engine.create_execution_context()
         names = [self._engine.get_tensor_name(i) for i in range(self._engine.num_io_tensors)]
         self._input = next(n for n in names if self._engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT)
-        self._output = next(n for n in names if self._engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT)
+        # in the engine's order: the first is the logits of a plain export, `probs` of an MC graph
+        self.outputs = [n for n in names if self._engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT]
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
+        return self.run_all(batch)[self.outputs[0]]
+
+    def run_all(self, batch: np.ndarray) -> dict[str, np.ndarray]:
+        """Every output of the engine for one batch, by name."""
         torch = self._torch
         x = torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32)).cuda()
         self._context.set_input_shape(self._input, tuple(x.shape))
-        out = torch.empty(tuple(self._context.get_tensor_shape(self._output)), dtype=torch.float32, device="cuda")
         self._context.set_tensor_address(self._input, x.data_ptr())
-        self._context.set_tensor_address(self._output, out.data_ptr())
+        outs = {}
+        for name in self.outputs:
+            outs[name] = torch.empty(tuple(self._context.get_tensor_shape(name)), dtype=torch.float32, device="cuda")
+            self._context.set_tensor_address(name, outs[name].data_ptr())
         stream = torch.cuda.current_stream()
         if not self._context.execute_async_v3(stream.cuda_stream):
             raise KdedgeError("TensorRT engine execution failed")
         stream.synchronize()
-        return out.cpu().numpy()
+        return {name: out.cpu().numpy() for name, out in outs.items()}
 
 
 def engine_logits(engine_bytes: bytes, images: np.ndarray, *, batch_size: int) -> np.ndarray:

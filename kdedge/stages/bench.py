@@ -139,7 +139,8 @@ def _bench(run_root: Path, ctx: StageContext, options: BenchOptions, out_dir: Pa
         "uncertainty": _uncertainty(torch_models, images, split.labels, options, torch_device, ctx),
         "uncertainty_exported": exported_uncertainty(run.root, exports, stages, images, split.labels,
                                                      threads=options.threads, batch=options.batch, rounds=options.rounds,
-                                                     runs=options.runs, log=ctx.print),
+                                                     runs=options.runs, trtexec=extras.get("trtexec"),
+                                                     bench_dir=out_dir, log=ctx.print),
         **({} if ood is None else {"ood": ood_report(
             torch_models, images, ood, split.stats, samples=options.mc_samples, seed=options.mc_seed,
             device=torch_device, run_root=run.root, exports=exports, threads=options.threads, log=ctx.print)}),

@@ -385,6 +385,35 @@ def test_jetson_without_its_tools_still_benches(run_copy, cli, monkeypatch, tmp_
     assert "unavailable (nvpmodel not found)" in (run_copy / "bench" / "report.md").read_text()
 
 
+def test_trtexec_builds_the_mc_graph_as_its_own_engine_not_the_trt_runtimes(tmp_path, monkeypatch):
+    """A TensorRT-form MC export (onnx-mc-int8-trt) is built and timed like the INT8 one, recorded under
+    precision mc-int8, and never becomes the engine the `trt` runtime runs (its outputs are MC statistics)."""
+    from kdedge.bench import jetson
+
+    log = tmp_path / "calls.log"
+    _fake_tools(tmp_path / "bin", log, ("trtexec",))
+    monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}:/usr/bin:/bin")
+    root = tmp_path / "run"
+    (root / "exports").mkdir(parents=True)
+    exports = {}
+    for fmt, name in (("onnx-mc-int8-trt", "model.mc.int8-trt.onnx"), ("onnx-int8-trt", "model.int8-trt.onnx")):
+        (root / "exports" / name).write_bytes(b"onnx")
+        exports[fmt] = {"file": f"exports/{name}", "input": {"name": "images"}}
+    out = tmp_path / "bench"
+    results, engines = jetson.trtexec_models(root, {"student": exports}, ["student"], (1, 8, 8), 4, out,
+                                             lambda _: None)
+    built = results["models"]["student"]
+    assert set(built) == {"int8", "mc-int8"} and built["mc-int8"]["export"] == "onnx-mc-int8-trt"
+    assert engines == {"student": out / "trt" / "student.int8.engine"}
+    assert (out / "trt" / built["mc-int8"]["engine"]).read_bytes() == b"fake engine"
+    mc_build = next(c for c in log.read_text().splitlines() if "--onnx=" in c and "model.mc.int8-trt.onnx" in c)
+    assert "--int8" in mc_build and "--saveEngine=" in mc_build and "student.mc-int8.engine" in mc_build
+    # MC-only run: the MC engine is still not the `trt` runtime's
+    _, engines = jetson.trtexec_models(root, {"student": {"onnx-mc-int8-trt": exports["onnx-mc-int8-trt"]}},
+                                       ["student"], (1, 8, 8), 4, tmp_path / "bench2", lambda _: None)
+    assert engines == {}
+
+
 def test_trtexec_commands_for_one_engine_at_two_batches():
     from kdedge.bench.trtexec import batch_profile_args, trtexec_command, trtexec_load_command
 
