@@ -130,17 +130,24 @@ def _tensorrt_mc(exports: dict[str, Any], stages: list[str], images: np.ndarray,
     for stage in exported:
         by_precision = (trtexec.get("models") or {}).get(stage) or {}
         built = by_precision.get(MC_PRECISION) or {}
-        if not built.get("engine") or bench_dir is None:
+        if bench_dir is None:
+            errors[stage] = "no bench folder given to find trtexec's engines in"
+            continue
+        if not built.get("engine"):
             errors[stage] = built.get("error") or "trtexec built no MC engine"
             continue
+        record = exports[stage][TRT_MC_FORMAT]
         try:
             out = _batched_outputs(engine_runner(bench_dir / TRT_DIR / built["engine"]), images, batch)
-        except KdedgeError as exc:
-            errors[stage] = exc.message
-            log(f"[yellow]MC dropout[/] {stage} {TRT_MC}: {exc.message}")
+            bad = [name for name, values in out.items() if not np.isfinite(values).all()]
+            if bad:
+                raise KdedgeError(f"the engine's {', '.join(bad)} hold NaN or infinite values")
+            entry, conf = _entry(out, labels, record.get("mc_samples"), TRT_MC_FORMAT, record.get("file"))
+        except Exception as exc:  # noqa: BLE001 - one engine failing (CUDA, TensorRT, its outputs) is one line
+            why = exc.message if isinstance(exc, KdedgeError) else f"{type(exc).__name__}: {exc}"
+            errors[stage] = why
+            log(f"[yellow]MC dropout[/] {stage} {TRT_MC}: {why}")
             continue
-        record = exports[stage][TRT_MC_FORMAT]
-        entry, conf = _entry(out, labels, record.get("mc_samples"), TRT_MC_FORMAT, record.get("file"))
         entry["latency"] = _trtexec_latency(built, by_precision.get("int8") or {})
         entry["_confidence"] = conf
         entries[stage] = entry
@@ -184,8 +191,13 @@ def _latency(run_root: Path, exports: dict[str, Any], stage: str, plain: str, se
 def report_lines(report: dict[str, Any]) -> list[str]:
     """report.md's section: the exported MC graphs beside torch's MC figures (`uncertainty`)."""
     dev = report.get("uncertainty_exported") or {}
+    trt = dev.get("tensorrt") or {}
+    if isinstance(trt, str):  # a report from an older kdedge (e.g. fetched from a device over --host)
+        trt = {"note": trt}
+    trt_errors = [f"TensorRT MC engine of {stage}: not measured ({why})." for stage, why in
+                  (trt.get("errors") or {}).items()]
     if "models" not in dev:
-        return []
+        return ["## MC dropout on the device", "", *[line for e in trt_errors for line in (e, "")]] if trt_errors else []
     torch_mc = (report.get("uncertainty") or {}).get("models", {})
     rows = []
     for stage, by_runtime in dev["models"].items():
@@ -198,17 +210,17 @@ def report_lines(report: dict[str, Any]) -> list[str]:
             lat = m["latency"]
             ms = lat["mc"].get("median_ms")
             ratio = (f"{lat['mc_over_deterministic']:.2f}× {lat['deterministic_format']}" if "mc_over_deterministic" in lat
-                     else f"- (no {lat['deterministic_format']} export)")
+                     else f"- (no {lat['deterministic_format']} " + ("time)" if lat.get("source") == "trtexec"
+                                                                       else "export)"))
             rows.append([stage, name, str(m["samples"]), f"{m['accuracy']:.4f}", f"{m['ece']:.4f}",
                          f"{m['mean_confidence']:.4f}", f"{m['mean_entropy']:.4f}", f"{m['mean_variance']:.2e}",
                          "-" if ms is None else f"{ms:.3f}", ratio])
-    trt = dev.get("tensorrt") or {}
     lines = ["## MC dropout on the device (the exported MC graphs)", "",
              markdown_table(["model", "runtime", "N", "MC accuracy", "MC ECE", "mean confidence", "mean entropy",
                              "mean variance", "ms (batch 1)", "× one deterministic pass"], rows), "",
              f"Masks: {dev['masks']}; torch rows from the section above. {trt.get('note', '')}.", ""]
-    for stage, why in (trt.get("errors") or {}).items():
-        lines += [f"TensorRT MC engine of {stage}: not measured ({why}).", ""]
+    for line in trt_errors:
+        lines += [line, ""]
     for name, values in (dev.get("mupe") or {}).items():
         lines += [f"MUPE against the teacher ({name}): " + ", ".join(f"{s} {v:.5f}" for s, v in values.items()), ""]
     return lines

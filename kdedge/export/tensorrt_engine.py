@@ -75,6 +75,9 @@ class EngineRunner:
             raise KdedgeError("TensorRT could not load the engine (built by another TensorRT version or GPU?); "
                               "rebuild it on this device with `kdedge export RUN --format engine --force`")
         self._context = self._engine.create_execution_context()
+        if self._context is None:
+            raise KdedgeError("TensorRT could not create an execution context for the engine (out of GPU memory?)")
+        self._float = trt.DataType.FLOAT
         names = [self._engine.get_tensor_name(i) for i in range(self._engine.num_io_tensors)]
         self._input = next(n for n in names if self._engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT)
         # in the engine's order: the first is the logits of a plain export, `probs` of an MC graph
@@ -87,10 +90,15 @@ class EngineRunner:
         """Every output of the engine for one batch, by name."""
         torch = self._torch
         x = torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32)).cuda()
-        self._context.set_input_shape(self._input, tuple(x.shape))
+        if not self._context.set_input_shape(self._input, tuple(x.shape)):
+            raise KdedgeError(f"TensorRT engine refused input shape {tuple(x.shape)} (outside its optimisation "
+                              "profile); bench with a --batch the engine was built for")
         self._context.set_tensor_address(self._input, x.data_ptr())
         outs = {}
         for name in self.outputs:
+            if self._engine.get_tensor_dtype(name) != self._float:
+                raise KdedgeError(f"TensorRT engine output {name!r} is {self._engine.get_tensor_dtype(name)}, "
+                                  "not float32; re-export the model with kdedge")
             outs[name] = torch.empty(tuple(self._context.get_tensor_shape(name)), dtype=torch.float32, device="cuda")
             self._context.set_tensor_address(name, outs[name].data_ptr())
         stream = torch.cuda.current_stream()

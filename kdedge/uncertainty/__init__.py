@@ -12,7 +12,7 @@ from kdedge.uncertainty.mc_dropout import (
     mc_metrics,
     split_at_first_dropout,
 )
-from kdedge.uncertainty.stats import mupe, nll_from_probs, summarise_passes
+from kdedge.uncertainty.stats import mupe, mupe_parts, nll_from_probs, summarise_passes
 
 __all__ = [
     "NOT_APPLICABLE",
@@ -25,6 +25,7 @@ __all__ = [
     "mc_dropout_predict",
     "mc_metrics",
     "mupe",
+    "mupe_parts",
     "nll_from_probs",
     "split_at_first_dropout",
     "summarise_passes",

@@ -19,7 +19,7 @@ from kdedge.choices import MUPE_MASKS
 from kdedge.inference import batched
 from kdedge.metrics import calibration_bins
 from kdedge.uncertainty.mc_dropout import McDropoutNotApplicable, mc_dropout_predict, mc_metrics
-from kdedge.uncertainty.stats import mupe
+from kdedge.uncertainty.stats import mupe_parts
 
 DETERMINISTIC = "deterministic (no dropout)"
 MASK_NOTES = {
@@ -29,10 +29,13 @@ MASK_NOTES = {
 }
 
 
-def _softmax_confidence(model: nn.Module, x: torch.Tensor, device: torch.device, batch: int = 256) -> torch.Tensor:
+def _softmax_confidence(model: nn.Module, x: torch.Tensor, device: torch.device,
+                        batch: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
+    """(confidence, predicted class) of the deterministic model."""
     with torch.inference_mode():
         logits = batched(lambda b: model(b.to(device)).float().cpu(), x, batch)
-    return torch.softmax(logits.double(), 1).max(1).values
+    conf, pred = torch.softmax(logits.double(), 1).max(1)
+    return conf, pred
 
 
 def compare_mc_dropout(models: Mapping[str, nn.Module], x: torch.Tensor, labels: torch.Tensor, *, samples: int,
@@ -46,6 +49,7 @@ def compare_mc_dropout(models: Mapping[str, nn.Module], x: torch.Tensor, labels:
         raise ValueError(f"masks must be one of {', '.join(MUPE_MASKS)}, got {masks!r}")
     per_model: dict[str, Any] = {}
     confidence: dict[str, torch.Tensor] = {}
+    predicted: dict[str, torch.Tensor] = {}
     for name, model in models.items():
         stream = name if masks == "independent" else ""
         try:
@@ -58,6 +62,7 @@ def compare_mc_dropout(models: Mapping[str, nn.Module], x: torch.Tensor, labels:
         per_model[name] = {"applicable": True, "runtime": "torch", **metrics, "split_at": result.split_at,
                            "bins": calibration_bins(result.mean_probs.double(), labels).to_dict()}
         confidence[name] = result.confidence
+        predicted[name] = result.mean_probs.argmax(1).cpu()
         log(f"[cyan]MC dropout[/] {name}: {samples} passes ({result.method}), accuracy {metrics['accuracy']:.4f}, "
             f"ECE {metrics['ece']:.4f}")
     out: dict[str, Any] = {"samples": samples, "seed": seed, "masks": masks, "masks_note": MASK_NOTES[masks],
@@ -68,8 +73,9 @@ def compare_mc_dropout(models: Mapping[str, nn.Module], x: torch.Tensor, labels:
             if name == teacher:
                 continue
             if name in confidence:
-                conf, source = confidence[name], "mc"
+                conf, pred, source = confidence[name], predicted[name], "mc"
             else:
-                conf, source = _softmax_confidence(model, x, device), DETERMINISTIC
-            out["mupe"][name] = {"value": mupe(confidence[teacher], conf), "student_confidence": source}
+                (conf, pred), source = _softmax_confidence(model, x, device), DETERMINISTIC
+            out["mupe"][name] = {**mupe_parts(confidence[teacher], conf, predicted[teacher], pred),
+                                 "student_confidence": source}
     return out

@@ -88,3 +88,20 @@ def mupe(conf_teacher: Tensor | Sequence[float], conf_student: Tensor | Sequence
     if not (torch.isfinite(t).all() and torch.isfinite(s).all()):
         raise ValueError("confidences contain NaN or infinite values")
     return float(((t - s) ** 2).mean())
+
+
+def mupe_parts(conf_teacher: Tensor, conf_student: Tensor, pred_teacher: Tensor, pred_student: Tensor) -> dict[str, float]:
+    """Where MUPE comes from. With d = conf_student − conf_teacher per sample, MUPE = mean(d²) =
+    bias² + variance (bias = mean d, variance = mean (d − bias)²: a student that is uniformly over- or
+    underconfident only adds bias², which a temperature can remove); `disagreement` is the share of
+    samples whose predicted classes differ and `from_disagreement` the share of MUPE they carry."""
+    value = mupe(conf_teacher, conf_student)
+    d = torch.as_tensor(conf_student, dtype=torch.float64).cpu() - torch.as_tensor(conf_teacher, dtype=torch.float64).cpu()
+    differ = torch.as_tensor(pred_teacher).cpu() != torch.as_tensor(pred_student).cpu()
+    if differ.shape != d.shape:
+        raise ValueError(f"predictions must be 1-D like the confidences, got {tuple(differ.shape)} and {tuple(d.shape)}")
+    bias = float(d.mean())
+    total = float((d ** 2).sum())
+    return {"value": value, "bias": bias, "bias_squared": bias * bias, "variance": float(((d - bias) ** 2).mean()),
+            "disagreement": float(differ.double().mean()),
+            "from_disagreement": float((d[differ] ** 2).sum()) / total if total > 0 else 0.0}

@@ -21,6 +21,7 @@ from kdedge.uncertainty import (
     mc_dropout_predict,
     mc_metrics,
     mupe,
+    mupe_parts,
     split_at_first_dropout,
     summarise_passes,
 )
@@ -192,6 +193,22 @@ def test_mupe_by_hand() -> None:
         mupe([0.5, 0.5], [0.5])
     with pytest.raises(ValueError, match="empty"):
         mupe([], [])
+
+
+def test_mupe_parts_by_hand() -> None:
+    # d = student − teacher = [-0.2, 0, 0.3, -0.1]: MUPE 0.035, bias 0, variance 0.035; classes differ on
+    # samples 0 and 2, which carry (0.04 + 0.09) / 0.14 of the squared error
+    teacher = torch.tensor([0.9, 0.8, 0.6, 0.5], dtype=torch.float64)
+    student = torch.tensor([0.7, 0.8, 0.9, 0.4], dtype=torch.float64)
+    parts = mupe_parts(teacher, student, torch.tensor([1, 2, 3, 4]), torch.tensor([0, 2, 0, 4]))
+    assert parts["value"] == pytest.approx(0.035) and parts["bias"] == pytest.approx(0.0, abs=1e-12)
+    assert parts["bias_squared"] + parts["variance"] == pytest.approx(parts["value"])
+    assert parts["disagreement"] == 0.5 and parts["from_disagreement"] == pytest.approx(0.13 / 0.14)
+    # a uniformly underconfident student: all of MUPE is bias
+    shifted = mupe_parts(teacher, teacher - 0.1, torch.zeros(4), torch.zeros(4))
+    assert shifted["bias"] == pytest.approx(-0.1) and shifted["variance"] == pytest.approx(0.0, abs=1e-12)
+    assert shifted["bias_squared"] == pytest.approx(shifted["value"]) and shifted["from_disagreement"] == 0.0
+    assert mupe_parts(teacher, teacher, torch.zeros(4), torch.ones(4))["from_disagreement"] == 0.0
 
 
 def test_streams_draw_independent_masks() -> None:

@@ -161,3 +161,31 @@ def test_tensorrt_mc_engine_failures_are_reported_and_the_rest_kept(run, tmp_pat
     plain = mc_onnx.exported_uncertainty(root, exports, ["teacher"], images, torch.zeros(4, dtype=torch.long),
                                          threads=1, batch=4, rounds=1, runs=1, trtexec=section, bench_dir=tmp_path)
     assert "--mc-dropout" in plain["tensorrt"]["note"] and plain["tensorrt"]["measured"] is False
+
+
+def test_tensorrt_mc_engine_crashes_and_nan_outputs_are_one_line_each(run, tmp_path):
+    root, exports = run
+    trt_exports = {s: {**e, "onnx-mc-int8-trt": {"file": "x", "sha256": "y", "mc_samples": 8}} for s, e in exports.items()}
+    n = 6
+    good = _fixed_outputs(0, n, 4)
+
+    def runner(engine: Path):
+        if engine.name.startswith("teacher"):
+            def out_of_memory(x):
+                raise RuntimeError("CUDA out of memory")
+            return out_of_memory
+        return lambda x: {**{k: v[:len(x)] for k, v in good.items()}, "entropy": np.full(len(x), np.nan, np.float32)}
+
+    result = mc_onnx.exported_uncertainty(root, trt_exports, ["teacher", "student"], np.zeros((n, 1, 8, 8), np.float32),
+                                          torch.zeros(n, dtype=torch.long), threads=1, batch=n, rounds=1, runs=1,
+                                          trtexec=_trtexec_section(["teacher", "student"], 1.0, 1.0),
+                                          bench_dir=tmp_path, engine_runner=runner)
+    assert result["tensorrt"]["errors"] == {"teacher": "RuntimeError: CUDA out of memory",
+                                            "student": "the engine's entropy hold NaN or infinite values"}
+    # rendered even with no ONNX Runtime MC rows, and a report from an older kdedge (a string note) renders
+    no_rows = {"skipped": "no MC export", "tensorrt": result["tensorrt"]}
+    lines = mc_onnx.report_lines({"uncertainty_exported": no_rows})
+    assert "TensorRT MC engine of teacher: not measured (RuntimeError: CUDA out of memory)." in lines
+    old = {**result, "tensorrt": "TensorRT (--device jetson / --host): not measured"}
+    assert "TensorRT (--device jetson / --host): not measured." in "\n".join(
+        mc_onnx.report_lines({"uncertainty_exported": old, "uncertainty": {}}))

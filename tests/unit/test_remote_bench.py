@@ -318,10 +318,21 @@ def test_jetson_device_info_and_trtexec_from_fake_tools(run_copy, cli, monkeypat
     release = tmp_path / "nv_tegra_release"
     release.write_text(fixture_output(DATA / "jetson" / "nv_tegra_release_r36.txt"))
     monkeypatch.setattr(jetson, "NV_TEGRA_RELEASE", release)
+    from kdedge.stages import bench as bench_stage
+
+    seen = {}
+    original = bench_stage.exported_uncertainty
+
+    def spy(*args, **kwargs):  # the MC bench gets the trtexec section and the folder the engines are in
+        seen.update(kwargs, engines=sorted(p.name for p in (kwargs["bench_dir"] / "trt").glob("*.engine")))
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(bench_stage, "exported_uncertainty", spy)
     result = cli("bench", run_copy, "--device", "jetson", "--runtime", "ort", "--batch", "8", "--runs", "1",
                  "--mc-samples", "0")
     assert result.exit_code == 0, result.stderr
     r = json.loads((run_copy / "bench" / "report.json").read_text())
+    assert seen["trtexec"]["available"] and "student.fp16.engine" in seen["engines"]
 
     info = r["device_info"]
     assert info["power_mode"] == {"available": True, "name": "MAXN", "id": 0}
@@ -408,6 +419,7 @@ def test_trtexec_builds_the_mc_graph_as_its_own_engine_not_the_trt_runtimes(tmp_
     assert (out / "trt" / built["mc-int8"]["engine"]).read_bytes() == b"fake engine"
     mc_build = next(c for c in log.read_text().splitlines() if "--onnx=" in c and "model.mc.int8-trt.onnx" in c)
     assert "--int8" in mc_build and "--saveEngine=" in mc_build and "student.mc-int8.engine" in mc_build
+    assert "--fp16" not in mc_build  # the MC statistics (softmax, log, entropy) stay fp32
     # MC-only run: the MC engine is still not the `trt` runtime's
     _, engines = jetson.trtexec_models(root, {"student": {"onnx-mc-int8-trt": exports["onnx-mc-int8-trt"]}},
                                        ["student"], (1, 8, 8), 4, tmp_path / "bench2", lambda _: None)
