@@ -139,14 +139,14 @@ def evaluate(teacher_root: Path, students: dict[str, Path], args, ood) -> dict[s
     return out
 
 
-def summarise(per_seed: list[dict[str, Any]], methods: list[str]) -> dict[str, Any]:
+def summarise(per_seed: list[dict[str, Any]], methods: dict[str, dict[str, Any]]) -> dict[str, Any]:
     """mean / std over seeds per model and metric; the goal per student size (mc method vs vanilla KD)."""
     names = per_seed[0]["models"].keys()
     summary: dict[str, Any] = {}
     for name in names:
         summary[name] = {}
         for metric in METRICS:
-            values = [s["models"][name][metric] for s in per_seed if s["models"][name][metric] is not None]
+            values = [v for s in per_seed if (v := s["models"][name].get(metric)) is not None]
             if values:
                 summary[name][metric] = {"mean": statistics.fmean(values),
                                          "std": statistics.stdev(values) if len(values) > 1 else 0.0}
@@ -185,7 +185,12 @@ def markdown(result: dict[str, Any]) -> str:
                   f"{g['auroc_entropy_diff']:+.4f}", "yes" if g["met"] else "no"]
                  for k, g in result["summary"]["goal"].items()]
     b = result["budget"]
-    head = "SMOKE RUN (tiny budget: proves the pipeline, not the claim)" if result["smoke"] else "Full run"
+    if b["train_subset"] or b["epochs"] < 8:
+        head = "SMOKE RUN (reduced budget: proves the pipeline, not the claim)"
+    elif len(result["seeds"]) < 3:
+        head = f"{len(result['seeds'])}-seed run at the full budget (exploration: not the 3-seed claim)"
+    else:
+        head = "Full run"
     return "\n".join([
         f"# Uncertainty-aware KD on Fashion-MNIST: {head}", "",
         f"Seeds {result['seeds']}; student epochs {b['epochs']}; transfer images {b['train_subset'] or 'all'}; "
@@ -250,7 +255,7 @@ def main() -> None:
               "methods": args.methods, "sizes": {k: SIZES[k] for k in args.sizes},
               "ood": {"dataset": ood.name, "images": int(len(ood.images)), "source": ood.source,
                       "conversion": ood.conversion},
-              "per_seed": per_seed, "summary": summarise(per_seed, list(args.methods)),
+              "per_seed": per_seed, "summary": summarise(per_seed, args.methods),
               "machine": machine_info(), "versions": package_versions()}
     write_result(args.out, result, markdown(result))
 
