@@ -249,16 +249,17 @@ def main() -> None:
                 students[f"{size}/{method}"] = _run(Trial.of(f"{size} {method}, seed {seed}", recipe), distill, ctx)
         per_seed.append({"seed": seed, "teacher_run": str(teacher_root),
                          "models": evaluate(teacher_root, students, args, ood)})
-    result = {"smoke": bool(args.train_subset or args.epochs < 8 or len(args.seeds) < 3),
-              "seeds": args.seeds, "teacher": str(args.teacher_run or args.teacher),
-              "budget": {"epochs": args.epochs, "train_subset": args.train_subset, "mc_samples": args.mc_samples},
-              "methods": args.methods, "sizes": {k: SIZES[k] for k in args.sizes},
-              "ood": {"dataset": ood.name, "images": int(len(ood.images)), "source": ood.source,
-                      "conversion": ood.conversion},
-              "per_seed": per_seed, "summary": summarise(per_seed, args.methods),
-              "machine": machine_info(), "versions": package_versions()}
-    write_result(args.out, result, markdown(result))
-
+        # written after every seed: a long run stopped early keeps the seeds it finished, labelled as such
+        done = [s["seed"] for s in per_seed]
+        result = {"smoke": bool(args.train_subset or args.epochs < 8 or len(done) < 3),
+                  "seeds": done, "planned_seeds": args.seeds, "teacher": str(args.teacher_run or args.teacher),
+                  "budget": {"epochs": args.epochs, "train_subset": args.train_subset, "mc_samples": args.mc_samples},
+                  "methods": args.methods, "sizes": {k: SIZES[k] for k in args.sizes},
+                  "ood": {"dataset": ood.name, "images": int(len(ood.images)), "source": ood.source,
+                          "conversion": ood.conversion},
+                  "per_seed": per_seed, "summary": summarise(per_seed, args.methods),
+                  "machine": machine_info(), "versions": package_versions()}
+        write_result(args.out, result, markdown(result))
 
 if __name__ == "__main__":
     main()
