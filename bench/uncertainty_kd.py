@@ -1,10 +1,11 @@
-"""Uncertainty-aware KD (issue 17): vanilla KD vs mc_kd (a) vs mc_kd_student (b), on full Fashion-MNIST.
+"""Uncertainty-aware KD (issue 17): vanilla KD vs mc_kd (a), mc_kd_student (b), mc_kd_dirichlet (c), full Fashion-MNIST.
 
 A dropout teacher (recipes/fmnist_cnn_teacher.yaml: CNN [32, 64, 128], dropout 0.2) -> CNN students of two
 sizes ([8, 16, 32] and [16, 32, 64]) trained with (METHODS): hinton (T 4, alpha 0.5) on a student with
 dropout 0.2 and on the same student without dropout; mc_kd (teacher MC mean over N = 20 passes, cached;
 T 1, alpha 0.5) on the student without dropout; mc_kd_student (K = 4 student passes per batch; T 4,
-alpha 0.5) on the student with dropout. Per seed and student, on the 10k test images: accuracy and ECE
+alpha 0.5) on the student with dropout; mc_kd_dirichlet (a Dirichlet fitted to the teacher's 20 passes,
+alpha 0.5) on the student without dropout. Per seed and student, on the 10k test images: accuracy and ECE
 (deterministic and MC dropout), MUPE against the teacher (independent masks, seed 000's definition) and
 where it comes from (bias, variance, class disagreements), and the OOD AUROC of predictive entropy /
 max-probability against MNIST-5k's test split. The goal (issue 17): MUPE at least 2x lower than vanilla KD
@@ -59,6 +60,8 @@ METHODS = {
     "mc_kd_nodrop": {"name": "mc_kd", "alpha": 0.5, "temperature": 1.0, "samples": 20, "student_dropout": 0.0},
     "mc_kd_student_t4": {"name": "mc_kd_student", "alpha": 0.5, "temperature": 4.0, "samples": 20,
                          "student_samples": 4},
+    # (c): a Dirichlet over the teacher's 20 passes, on the student without dropout (uncertainty in one pass)
+    "mc_kd_dirichlet_nodrop": {"name": "mc_kd_dirichlet", "alpha": 0.5, "samples": 20, "student_dropout": 0.0},
 }
 REFERENCES = ("vanilla_kd", "vanilla_kd_nodrop")  # vanilla KD on a student with dropout, and without
 METRICS = ("accuracy", "ece", "mc_accuracy", "mc_ece", "mc_confidence", "mupe", "mupe_bias", "mupe_variance",

@@ -1,6 +1,6 @@
 """Distillation losses by name: each module registers a :class:`~kdedge.losses.base.LossDef`."""
 
-from kdedge.losses import ce, dkd, hint, hinton, mc_kd, mc_kd_student  # noqa: F401  imported to register their definitions
+from kdedge.losses import ce, dkd, hint, hinton, mc_kd, mc_kd_dirichlet, mc_kd_student  # noqa: F401  imported to register their definitions
 from kdedge.losses.base import LossDef, LossParams, resolve_temperature
 from kdedge.losses.ce import CEParams, ce_loss
 from kdedge.losses.dkd import DKDParams, dkd_loss

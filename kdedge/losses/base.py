@@ -42,7 +42,8 @@ class LossDef:
     name the module paths rather than keyword arguments of ``fn``.
 
     ``teacher_mc``: ``fn`` gets the teacher's MC-dropout mean probabilities [B, C] (``samples`` passes,
-    mask ``seed``: options the step reads; cached like the logits) in place of the teacher logits.
+    mask ``seed``: options the step reads; cached like the logits) in place of the teacher logits, or
+    the mean of the passes' log-probabilities when ``teacher_mc_stat`` says so.
     ``student_mc``: ``fn`` gets ``student_samples`` stochastic student passes [K, B, C] (kdedge/losses/mc_kd*.py).
     """
 
@@ -52,6 +53,8 @@ class LossDef:
     needs_labels: bool = False  # True: cannot train on an unlabeled transfer set without pseudo-labels
     teacher_mc: bool = False    # True: the teacher must have dropout (a recipe error otherwise)
     student_mc: bool = False    # True: the student must have dropout
+    # the McResult field a teacher_mc loss is given: "mean_probs", or "mean_log_probs" (mean of log p over passes)
+    teacher_mc_stat: Literal["mean_probs", "mean_log_probs"] = "mean_probs"
 
 
 def resolve_temperature(temperature: float | str, calibrated: float | None) -> float:

@@ -4,7 +4,7 @@
     loss = alpha * T^2 * KL(softmax(log p̄ / T) || softmax(s / T)) + (1 - alpha) * CE(s, y)
 
 p̄ is computed once over the transfer set and cached with the teacher logits (kdedge/train/distill_step.py,
-``TeacherCache.mc_probs``), by kdedge.uncertainty's fast path: the layers before the teacher's first
+``TeacherCache.mc_targets``), by kdedge.uncertainty's fast path: the layers before the teacher's first
 dropout run once, the stochastic tail N times. When the student's inputs are augmented it is computed
 per batch instead (N tail passes per batch). At T = 1 the target is p̄ itself; at T != 1 p̄ is tempered
 as if log p̄ were logits (the MC predictive has no logits of its own). The default T is 1: the point is

@@ -56,20 +56,25 @@ class KDTerm:
         return self.options["student"], self.options["teacher"]
 
 
+McKey = tuple[int, int, str]  # (samples, seed, statistic) of a teacher MC target
+
+
 @dataclass
 class TeacherCache:
     logits: torch.Tensor                                      # [N, C] on the training device
     features: dict[str, torch.Tensor] = field(default_factory=dict)
-    mc_probs: dict[tuple[int, int], torch.Tensor] = field(default_factory=dict)  # (samples, seed) -> MC mean [N, C]
+    # (samples, seed, statistic) -> [N, C]: the MC mean probabilities or mean log-probabilities (LossDef.teacher_mc_stat)
+    mc_targets: dict[McKey, torch.Tensor] = field(default_factory=dict)
 
 
 @torch.inference_mode()
 def teacher_outputs(teacher: nn.Module, data: ImageData, stats: InputStats, paths: list[str], *,
-                    batch_size: int, device: torch.device, mc: tuple[tuple[int, int], ...] = ()) -> TeacherCache:
+                    batch_size: int, device: torch.device, mc: tuple[McKey, ...] = ()) -> TeacherCache:
     """Eval-mode teacher logits (and tapped features) over a whole set, in order. In a multi-process run
     each rank computes its share of the set and the shares are gathered, so every rank holds all of it.
-    `mc`: (samples, seed) pairs whose MC-dropout mean probabilities to cache (kdedge.uncertainty's fast
-    path, stream MC_KD_STREAM; masks follow the batch index, so a multi-process run draws other masks)."""
+    `mc`: (samples, seed, statistic) keys whose MC-dropout statistic (`mean_probs` or `mean_log_probs`) to
+    cache (kdedge.uncertainty's fast path, stream MC_KD_STREAM; masks follow the batch index, so a
+    multi-process run draws other masks). Keys sharing (samples, seed) share one MC run."""
     teacher.eval()
     mean, std = stats.tensors(device)
     logits, feats = [], {p: [] for p in paths}
@@ -81,19 +86,24 @@ def teacher_outputs(teacher: nn.Module, data: ImageData, stats: InputStats, path
             logits.append(teacher(x).float())
             for p in paths:
                 feats[p].append(tap.features[p].float())
-    mc_probs = {}
-    for samples, seed in mc:
+    mc_targets = {}
+    for samples, seed in dict.fromkeys((n, s) for n, s, _ in mc):
         batches = (prepare_batch(data.images[s:min(s + batch_size, hi)], mean, std) for s in range(lo, hi, batch_size))
         result = mc_dropout_predict(teacher, batches, samples=samples, seed=seed, stream=MC_KD_STREAM,
                                     batch_size=batch_size)
-        mc_probs[(samples, seed)] = gather_rows(result.mean_probs.to(device), len(data))
+        for stat in sorted({st for n, s, st in mc if (n, s) == (samples, seed)}):
+            mc_targets[(samples, seed, stat)] = gather_rows(getattr(result, stat).to(device), len(data))
     return TeacherCache(gather_rows(torch.cat(logits), len(data)),
-                        {p: gather_rows(torch.cat(v), len(data)) for p, v in feats.items()}, mc_probs)
+                        {p: gather_rows(torch.cat(v), len(data)) for p, v in feats.items()}, mc_targets)
 
 
-def mc_keys(terms: list[KDTerm]) -> tuple[tuple[int, int], ...]:
-    """The (samples, seed) pairs of the teacher MC means the terms need (mc_kd, mc_kd_student)."""
-    return tuple(sorted({(t.options["samples"], t.options["seed"]) for t in terms if t.definition.teacher_mc}))
+def mc_key(term: KDTerm) -> McKey:
+    return term.options["samples"], term.options["seed"], term.definition.teacher_mc_stat
+
+
+def mc_keys(terms: list[KDTerm]) -> tuple[McKey, ...]:
+    """The (samples, seed, statistic) keys of the teacher MC targets the terms need (mc_kd*)."""
+    return tuple(sorted({mc_key(t) for t in terms if t.definition.teacher_mc}))
 
 
 def check_mc_terms(terms: list[KDTerm], teacher: nn.Module, student: nn.Module | None = None) -> None:
@@ -111,15 +121,16 @@ def check_mc_terms(terms: list[KDTerm], teacher: nn.Module, student: nn.Module |
                               "student_samples passes per batch); use mc_kd with hint")
 
 
-def _mc_targets(teacher: nn.Module, cache: TeacherCache | None, keys: tuple[tuple[int, int], ...],
-                x: torch.Tensor, idx: torch.Tensor, epoch: int | None) -> dict[tuple[int, int], torch.Tensor]:
+def _mc_targets(teacher: nn.Module, cache: TeacherCache | None, keys: tuple[McKey, ...],
+                x: torch.Tensor, idx: torch.Tensor, epoch: int | None) -> dict[McKey, torch.Tensor]:
     if cache is not None:
         idx_dev = idx.to(cache.logits.device)
-        return {k: cache.mc_probs[k][idx_dev] for k in keys}
+        return {k: cache.mc_targets[k][idx_dev] for k in keys}
     # augmented inputs: per batch, on masks named by the epoch and the batch's first image (resumable)
     stream = f"{MC_KD_STREAM}:{epoch}:{int(idx[0])}"
-    return {(n, seed): mc_dropout_predict(teacher, x, samples=n, seed=seed, stream=stream,
-                                          batch_size=x.shape[0]).mean_probs.to(x.device) for n, seed in keys}
+    results = {(n, seed): mc_dropout_predict(teacher, x, samples=n, seed=seed, stream=stream, batch_size=x.shape[0])
+               for n, seed in dict.fromkeys((n, s) for n, s, _ in keys)}
+    return {(n, seed, stat): getattr(results[(n, seed)], stat).to(x.device) for n, seed, stat in keys}
 
 
 def _student_passes(student: nn.Module, x: torch.Tensor, passes: int) -> torch.Tensor:
@@ -212,8 +223,7 @@ def make_distill_step(student: nn.Module, teacher: nn.Module, terms: list[KDTerm
                 value = term.definition.fn(student_tap.features[s_path], t_feats[t_path], next(adapter_iter))
             elif term.definition.teacher_mc:
                 s_in = s_passes[:term.options["student_samples"]] if term.definition.student_mc else s_logits
-                value = term.definition.fn(s_in, t_mc[(term.options["samples"], term.options["seed"])], labels,
-                                           **term.options)
+                value = term.definition.fn(s_in, t_mc[mc_key(term)], labels, **term.options)
             else:
                 value = term.definition.fn(s_logits, t_logits, labels, **term.options)
             weight = term.weight_at(epoch) if term.warmup_epochs else term.weight

@@ -58,6 +58,7 @@ class McResult:
     variance: Tensor  # [n] per-class variance across passes, averaged over classes (population)
     predicted_variance: Tensor  # [n] variance across passes of the predicted class's probability
     mutual_information: Tensor  # [n] entropy minus mean per-pass entropy (BALD)
+    mean_log_probs: Tensor  # [n, C] float32, mean of the N log-softmaxes (a Dirichlet's sufficient statistic)
     samples: int
     seed: int
     batch_size: int

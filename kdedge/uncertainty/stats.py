@@ -48,6 +48,9 @@ def summarise_passes(probs: Tensor) -> dict[str, Tensor]:
         "variance": var.mean(1),
         "predicted_variance": var.gather(1, pred.unsqueeze(1)).squeeze(1),
         "mutual_information": (entropy - _entropy(p).mean(0)).clamp_min(0.0),  # ≥ 0 up to rounding
+        # mean over passes of log p (a 0 probability counts as float32 tiny): the sufficient statistic of a
+        # Dirichlet fitted to the passes (kdedge/losses/mc_kd_dirichlet.py)
+        "mean_log_probs": p.clamp_min(_TINY).log().mean(0).float(),
     }
 
 

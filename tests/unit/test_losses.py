@@ -43,13 +43,13 @@ def _logits(seed: int, b: int = 5, c: int = 7, scale: float = 3.0) -> tuple[torc
 
 
 def test_registry_holds_each_loss_with_its_params() -> None:
-    assert LOSSES.names() == ["ce", "dkd", "hint", "hinton", "mc_kd", "mc_kd_student"]
+    assert LOSSES.names() == ["ce", "dkd", "hint", "hinton", "mc_kd", "mc_kd_dirichlet", "mc_kd_student"]
     for name, params in (("ce", CEParams), ("hinton", HintonParams), ("dkd", DKDParams), ("hint", HintParams)):
         d = LOSSES.get(name)
         assert isinstance(d, LossDef) and d.params is params
     assert LOSSES.get("hint").kind == "features" and LOSSES.get("hinton").kind == "logits"
     assert LOSSES.get("ce").needs_labels and LOSSES.get("dkd").needs_labels
-    with pytest.raises(KdedgeError, match="available: ce, dkd, hint, hinton, mc_kd, mc_kd_student"):
+    with pytest.raises(KdedgeError, match="available: ce, dkd, hint, hinton, mc_kd, mc_kd_dirichlet, mc_kd_student"):
         LOSSES.get("fitnet")
 
 

@@ -161,6 +161,8 @@ def test_rows_sum_to_one_and_definitions_by_hand() -> None:
     assert s["predicted_variance"].item() == pytest.approx(0.01)  # class 0
     mi = h([0.5, 0.3, 0.2]) - (h([0.6, 0.3, 0.1]) + h([0.4, 0.3, 0.3])) / 2
     assert s["mutual_information"].item() == pytest.approx(mi)
+    expected = [(math.log(0.6) + math.log(0.4)) / 2, math.log(0.3), (math.log(0.1) + math.log(0.3)) / 2]
+    assert s["mean_log_probs"][0].tolist() == pytest.approx(expected, rel=1e-6)
 
 
 def test_mc_metrics_match_torchmetrics() -> None:

@@ -4,6 +4,7 @@ kdedge.uncertainty's, recipe errors, and a tiny end-to-end distill on the embedd
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -85,17 +86,24 @@ def test_cached_mc_mean_is_kdedge_uncertainty_mc_mean():
     g = torch.Generator().manual_seed(3)
     data = ImageData(torch.randint(0, 256, (37, 1, 12, 12), generator=g, dtype=torch.uint8), torch.zeros(37, dtype=torch.long))
     stats = InputStats((0.4,), (0.3,))
-    cache = teacher_outputs(teacher, data, stats, [], batch_size=16, device=torch.device("cpu"), mc=((9, 5), (3, 1)))
+    cache = teacher_outputs(teacher, data, stats, [], batch_size=16, device=torch.device("cpu"),
+                            mc=((9, 5, "mean_probs"), (3, 1, "mean_probs"), (9, 5, "mean_log_probs")))
     x = torch.from_numpy(normalise(data.images.numpy(), stats))
     for samples, seed in ((9, 5), (3, 1)):
         oracle = mc_dropout_predict(teacher, x, samples=samples, seed=seed, stream=MC_KD_STREAM, batch_size=16)
-        assert torch.allclose(cache.mc_probs[(samples, seed)], oracle.mean_probs, atol=1e-6)
+        assert torch.allclose(cache.mc_targets[(samples, seed, "mean_probs")], oracle.mean_probs, atol=1e-6)
     # the MC mean is not the deterministic softmax (the dropout did something)
-    assert not torch.allclose(cache.mc_probs[(9, 5)], torch.softmax(cache.logits, 1), atol=1e-3)
+    assert not torch.allclose(cache.mc_targets[(9, 5, "mean_probs")], torch.softmax(cache.logits, 1), atol=1e-3)
+    # the mean log-probabilities, from the same 9 passes: by Jensen below the log of the mean probabilities
+    oracle = mc_dropout_predict(teacher, x, samples=9, seed=5, stream=MC_KD_STREAM, batch_size=16)
+    assert torch.allclose(cache.mc_targets[(9, 5, "mean_log_probs")], oracle.mean_log_probs, atol=1e-5)
+    assert (cache.mc_targets[(9, 5, "mean_log_probs")] <= cache.mc_targets[(9, 5, "mean_probs")].log() + 1e-5).all()
 
 
 def test_losses_are_registered_with_their_options():
-    assert {"mc_kd", "mc_kd_student"} <= set(LOSSES.names())
+    assert {"mc_kd", "mc_kd_student", "mc_kd_dirichlet"} <= set(LOSSES.names())
+    assert LOSSES.get("mc_kd_dirichlet").teacher_mc_stat == "mean_log_probs"
+    assert not LOSSES.get("mc_kd_dirichlet").student_mc
     assert LOSSES.get("mc_kd").teacher_mc and not LOSSES.get("mc_kd").student_mc
     assert LOSSES.get("mc_kd_student").student_mc
     with pytest.raises(ValueError):
@@ -148,6 +156,78 @@ def test_tiny_distill_with_mc_kd_on_the_embedded_data(tmp_path: Path):
     assert [entry["name"] for entry in record["kd"]["losses"]] == ["mc_kd", "mc_kd_student"]
     assert record["kd"]["losses"][1]["student_samples"] == 3
     assert record["test"]["accuracy"] > 0.2  # learned something in one epoch of 400 images (chance: 0.1)
+
+
+def test_dirichlet_nll_is_torch_dirichlet_log_prob_of_the_passes():
+    """(c): the loss from the cached mean log-probabilities equals torch.distributions.Dirichlet's
+    log-density of every teacher pass, averaged (the sufficient-statistic identity), and CE is mixed in."""
+    from torch.distributions import Dirichlet
+
+    from kdedge.losses.mc_kd_dirichlet import dirichlet_nll, mc_kd_dirichlet_loss
+
+    g = torch.Generator().manual_seed(4)
+    passes = torch.softmax(torch.randn(7, 5, 4, generator=g, dtype=torch.float64) * 2, 2)  # N=7, B=5, C=4
+    z = torch.randn(5, 4, generator=g, dtype=torch.float64, requires_grad=True)
+    mean_log = passes.log().mean(0)
+    oracle = -torch.stack([Dirichlet(z.exp()).log_prob(passes[n]) for n in range(7)]).mean(0).mean()
+    got = dirichlet_nll(z, mean_log, floor=1e-12)
+    assert torch.allclose(got, oracle, rtol=1e-10)
+    y = torch.tensor([0, 1, 2, 3, 0])
+    mixed = mc_kd_dirichlet_loss(z, mean_log, y, alpha=0.3, floor=1e-12)
+    assert torch.allclose(mixed, 0.3 * oracle / 4 + 0.7 * F.cross_entropy(z, y), rtol=1e-10)
+    assert torch.allclose(mc_kd_dirichlet_loss(z, mean_log, None, alpha=0.3, floor=1e-12), oracle / 4, rtol=1e-10)
+    # the gradient matches autograd through torch's Dirichlet
+    (g1,) = torch.autograd.grad(got, z)
+    (g2,) = torch.autograd.grad(oracle, z)
+    assert torch.allclose(g1, g2, rtol=1e-8)
+    # the floor caps the target: a class no pass gives mass is treated as log(floor), not -inf
+    far = torch.full((1, 4), -200.0, dtype=torch.float64)
+    assert torch.allclose(dirichlet_nll(z[:1], far, floor=1e-3), dirichlet_nll(z[:1], far.clamp_min(math.log(1e-3)),
+                                                                               floor=1e-9))
+    with pytest.raises(ValueError, match="batch, classes"):
+        dirichlet_nll(z, mean_log[:, :3], floor=1e-4)
+
+
+def test_dirichlet_student_learns_the_teachers_spread():
+    """Fitted alone (alpha 1) to passes drawn from a known Dirichlet, the student's concentrations recover
+    its mean (softmax(z) = a / a0) and roughly its precision a0 (maximum likelihood from 400 draws)."""
+    from torch.distributions import Dirichlet
+
+    from kdedge.losses.mc_kd_dirichlet import mc_kd_dirichlet_loss
+
+    torch.manual_seed(0)
+    true = torch.tensor([[6.0, 3.0, 1.0], [1.0, 1.0, 1.0]], dtype=torch.float64)
+    passes = Dirichlet(true).sample((400,))  # [N, B, C]
+    mean_log = passes.log().mean(0)
+    z = torch.zeros(2, 3, dtype=torch.float64, requires_grad=True)
+    opt = torch.optim.Adam([z], lr=0.05)
+    for _ in range(1500):
+        opt.zero_grad()
+        mc_kd_dirichlet_loss(z, mean_log, None, alpha=1.0, floor=1e-12).backward()
+        opt.step()
+    a = z.detach().exp()
+    assert torch.allclose(a / a.sum(1, keepdim=True), true / true.sum(1, keepdim=True), atol=0.03)
+    assert torch.allclose(a.sum(1), true.sum(1), rtol=0.2)
+
+
+def test_dirichlet_loss_trains_a_deterministic_student_beside_mc_kd_from_one_teacher_mc_run(tmp_path: Path):
+    from kdedge.run import open_run
+    from kdedge.stages.context import StageContext
+    from kdedge.stages.distill import distill
+
+    raw = deep_update(KD, {
+        "output_dir": str(tmp_path / "runs"), "data": {"dataset": "fashion_mnist_small", "val_fraction": 0.1},
+        "teacher": {"model": {"name": "mlp", "widths": [32], "dropout": 0.3}, "train": {"epochs": 1}},
+        "student": {"model": {"dropout": 0.0}},  # (c) needs no student dropout
+        "distill": {"losses": [{"name": "mc_kd_dirichlet", "samples": 6}, {"name": "mc_kd", "samples": 6,
+                                                                             "weight": 0.5}],
+                    "transfer": {"reduced": {"per_class": 40}}, "baseline": False}})
+    recipe = recipe_from_dict(raw)
+    distill(recipe, open_run(recipe, None, force=False), StageContext())
+    record = json.loads((tmp_path / "runs" / "tiny" / "manifest.json").read_text())["stages"]["student"]
+    assert record["status"] == "complete" and record["kd"]["teacher_cached"]
+    assert record["kd"]["losses"][0]["name"] == "mc_kd_dirichlet" and record["kd"]["losses"][0]["floor"] == 1e-4
+    assert record["test"]["accuracy"] > 0.2
 
 
 def test_uncached_step_uses_the_per_batch_teacher_mc_mean():
