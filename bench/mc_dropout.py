@@ -33,7 +33,8 @@ from kdedge.uncertainty import McResult, mc_dropout_predict, mc_metrics
 
 RESULTS = Path(__file__).resolve().parent / "results" / "mc_dropout.json"
 SPEEDUP_MIN, COST_MAX, ATOL = 20.0, 5.0, 1e-5
-FIELDS = ("mean_probs", "confidence", "entropy", "variance", "predicted_variance", "mutual_information")
+FIELDS = ("mean_probs", "confidence", "entropy", "variance", "predicted_variance", "mutual_information",
+          "mean_log_probs")
 # model -> (options, images): naive N=100 is ~100 plain passes, so the deeper net gets fewer images
 MODELS: dict[str, tuple[dict, int]] = {
     "cnn": ({"channels": [32, 64, 128], "dropout": 0.2}, 256),
