@@ -41,16 +41,18 @@ def summarise_passes(probs: Tensor) -> dict[str, Tensor]:
     var = p.var(0, unbiased=False)  # [B, C]
     conf, pred = mean.max(1)
     entropy = _entropy(mean)
+    # one log of every pass serves both the per-pass entropies and the mean log-probabilities; a 0
+    # probability counts as float32 tiny, and 0 · log(tiny) = 0 as in xlogy
+    log_p = p.clamp_min(_TINY).log()
     return {
         "mean_probs": mean.float(),
         "confidence": conf,
         "entropy": entropy,
         "variance": var.mean(1),
         "predicted_variance": var.gather(1, pred.unsqueeze(1)).squeeze(1),
-        "mutual_information": (entropy - _entropy(p).mean(0)).clamp_min(0.0),  # ≥ 0 up to rounding
-        # mean over passes of log p (a 0 probability counts as float32 tiny): the sufficient statistic of a
-        # Dirichlet fitted to the passes (kdedge/losses/mc_kd_dirichlet.py)
-        "mean_log_probs": p.clamp_min(_TINY).log().mean(0).float(),
+        "mutual_information": (entropy + (p * log_p).sum(-1).mean(0)).clamp_min(0.0),  # ≥ 0 up to rounding
+        # the sufficient statistic of a Dirichlet fitted to the passes (kdedge/losses/mc_kd_dirichlet.py)
+        "mean_log_probs": log_p.mean(0).float(),
     }
 
 
