@@ -21,6 +21,7 @@ and are reused when finished; `--method LABEL=JSON` adds a variant.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import statistics
 from pathlib import Path
@@ -214,6 +215,43 @@ def markdown(result: dict[str, Any]) -> str:
                        goal_rows), ""])
 
 
+def plot(result: dict[str, Any], path: Path) -> None:
+    """MUPE (x, lower is better) against OOD AUROC (y, higher is better) per student, mean ± std over seeds,
+    with the teacher's AUROC as a line: the trade the goal asks about, in one picture."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    from kdedge.io import atomic_path
+
+    s = result["summary"]["models"]
+    fig = Figure(figsize=(7.5, 5.0), dpi=100)
+    FigureCanvasAgg(fig)
+    ax = fig.subplots()
+    markers = dict(zip(result["methods"], itertools.cycle("osD^vP*X<>hp")))
+    for color, size in zip(("C0", "C1"), result["sizes"]):
+        for method, marker in markers.items():
+            m = s.get(f"{size}/{method}")
+            if not m or "mupe" not in m:
+                continue
+            x, y = m["mupe"]["mean"], m["auroc_entropy"]["mean"]
+            ax.errorbar(x, y, xerr=m["mupe"]["std"], yerr=m["auroc_entropy"]["std"], fmt="none", ecolor=color,
+                        elinewidth=0.8, capsize=3, alpha=0.6)
+            ax.plot(x, y, marker, color=color, markersize=9, label=f"{size} / {method}")  # legend: marker only
+    teacher = s.get("teacher", {}).get("auroc_entropy")
+    if teacher:
+        ax.axhline(teacher["mean"], linestyle="--", color="0.4", label="teacher (MC)")
+    ax.axhline(0.5, linestyle=":", color="0.7", label="chance")
+    ax.set_xlabel("MUPE vs teacher (lower: closer confidences)")
+    ax.set_ylabel(f"OOD AUROC, entropy ({result['ood']['dataset']}; higher: better)")
+    ax.set_title(f"Uncertainty-aware KD on Fashion-MNIST, {len(result['seeds'])} seed(s)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")
+    print(f"wrote {path.name}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
@@ -231,10 +269,14 @@ def main() -> None:
     parser.add_argument("--method", action="append", default=[], metavar="LABEL=JSON",
                         help='add or replace a method: a label and its loss entry, e.g. '
                              'mc_kd_t4=\'{"name": "mc_kd", "alpha": 0.5, "temperature": 4}\' (repeatable)')
+    parser.add_argument("--replot", action="store_true", help="only redraw --out's PNG from its JSON")
     parser.add_argument("--only", nargs="+", default=None, metavar="LABEL",
                         help="train and report only these methods (the vanilla KD references are always kept)")
     args = parser.parse_args()
     args.methods = methods_from(args.method, args.only)
+    if args.replot:
+        plot(json.loads(args.out.read_text()), args.out.with_suffix(".png"))
+        return
     ctx = StageContext(console=Console())
     ood = load_ood(args.ood, (), channels=1, size=(28, 28), own_dataset="fashion_mnist")
     per_seed = []
@@ -263,6 +305,7 @@ def main() -> None:
                   "per_seed": per_seed, "summary": summarise(per_seed, args.methods),
                   "machine": machine_info(), "versions": package_versions()}
         write_result(args.out, result, markdown(result))
+        plot(result, args.out.with_suffix(".png"))
 
 if __name__ == "__main__":
     main()
