@@ -33,6 +33,7 @@ import torch
 import torch.nn.functional as F
 from pydantic import Field
 
+from kdedge.errors import KdedgeError
 from kdedge.losses.base import LossDef, LossParams, UnitFloat, as_float
 from kdedge.losses.mc_kd import Samples, Seed
 from kdedge.losses.registry import LOSSES
@@ -52,6 +53,10 @@ class McKdDirichletParams(LossParams):
 
 def dirichlet_targets(mean_log_probs: torch.Tensor, floor: float, margin: float) -> torch.Tensor:
     """m floored at log floor, then shifted per image so that sum_c exp(m_c) <= 1 - margin."""
+    classes = mean_log_probs.shape[-1]
+    if floor * classes >= 1 - margin:  # every class at the floor already sums past 1 - margin: flat targets
+        raise KdedgeError(f"distill.losses (mc_kd_dirichlet).floor: {floor:g} x {classes} classes >= 1 - margin; "
+                          f"set floor well below 1/{classes} (e.g. {min(1e-4, 0.01 / classes):g})")
     m = as_float(mean_log_probs).detach().clamp_min(math.log(floor))
     excess = torch.logsumexp(m, dim=1, keepdim=True) - math.log1p(-margin)
     return m - excess.clamp_min(0.0)

@@ -186,6 +186,9 @@ def test_dirichlet_nll_is_torch_dirichlet_log_prob_of_the_passes():
                                                                                floor=1e-9))
     with pytest.raises(ValueError, match="batch, classes"):
         dirichlet_nll(z, mean_log[:, :3], floor=1e-4)
+    # a floor at 1/C or above flattens every target: refused, naming the field and a value that works
+    with pytest.raises(KdedgeError, match=r"floor: 0.25 x 4 classes >= 1 - margin; set floor well below 1/4"):
+        dirichlet_nll(z, mean_log, floor=0.25)
 
 
 def test_dirichlet_fit_stays_finite_on_confident_float32_passes():
