@@ -95,6 +95,10 @@ def _worker(rank: int, world: int, port: int, out: str) -> None:
                    out)
     else:
         distributed.all_reduce_sum(torch.tensor(float(rank + 1)))
+    # both ranks done, and the DDP reducer gone, before gloo tears its connections down: one clean-clone run
+    # saw rank 0 abort at exit ("terminate called without an active exception") without this
+    dist.barrier()
+    del ddp
     dist.destroy_process_group()
 
 
